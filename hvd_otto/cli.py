@@ -1,0 +1,156 @@
+"""The ``hvd-otto`` command line: thin argument parsing over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from .schema import InputError
+
+log = logging.getLogger("hvd_otto")
+
+
+def _add_spark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--master", default=None,
+                   help="Spark master when not run by spark-submit (default local[*])")
+
+
+def _add_prepare_args(p: argparse.ArgumentParser) -> None:
+    from .ingest import BAD_ROW_POLICIES, DEFAULT_ROW_GROUPS
+    from .features import TRANSFORMS
+
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", help="training CSV (.csv, .csv.gz, local .zip; path or URL)")
+    src.add_argument("--synthetic", action="store_true",
+                     help="use the embedded Otto-shaped synthetic data instead of a file")
+    p.add_argument("--rows", type=int, default=None,
+                   help="rows of synthetic data (default 61,878, Otto's size)")
+    p.add_argument("--test", help="optional unlabelled CSV to transform with the same model")
+    p.add_argument("--out", required=True, help="output folder (path, file://, hdfs://, s3a://)")
+    p.add_argument("--id-col", default="id", help="id column (default id; not a feature)")
+    p.add_argument("--label-col", default="target", help="label column (default target)")
+    p.add_argument("--bad-rows", choices=BAD_ROW_POLICIES, default="fail",
+                   help="fail (default) stops at bad rows; quarantine writes them to rejected/")
+    p.add_argument("--validation", type=float, default=0.2,
+                   help="stratified validation fraction (default 0.2)")
+    p.add_argument("--transform", choices=TRANSFORMS, default="log1p",
+                   help="count transform before scaling (default log1p)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split and synthetic data")
+    p.add_argument("--row-groups", type=int, default=DEFAULT_ROW_GROUPS,
+                   help=f"Parquet row groups per split (default {DEFAULT_ROW_GROUPS}:"
+                        " balanced shards for 1, 2, 3, 4, 6, 8, 12 or 24 ranks)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def run_prepare(args: argparse.Namespace) -> dict:
+    """Run ``prepare`` from parsed arguments and print its summary; returns the metadata."""
+    from .ingest import prepare
+    from .spark import get_spark
+    from . import synthetic
+
+    tmp = None
+    train = args.train
+    try:
+        if args.synthetic:
+            tmp = tempfile.mkdtemp(prefix="hvd-otto-synthetic-")
+            rows = args.rows or synthetic.OTTO_ROWS
+            print(f"generating {rows:,} rows of Otto-shaped synthetic data (seed {args.seed})")
+            train = synthetic.write_csv(os.path.join(tmp, "synthetic_train.csv"), rows, args.seed)
+        elif args.rows:
+            raise InputError("--rows only applies with --synthetic.")
+        spark = get_spark(args.master)
+        print(f"preparing {train} → {args.out}")
+        result = prepare(
+            spark, train, args.out, test=args.test, id_col=args.id_col,
+            label_col=args.label_col, bad_rows=args.bad_rows, validation=args.validation,
+            transform=args.transform, seed=args.seed, row_groups=args.row_groups,
+            overwrite=args.overwrite,
+        )
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_prepare_summary(result)
+    return result.metadata
+
+
+def print_prepare_summary(result) -> None:
+    meta = result.metadata
+    splits = meta["splits"]
+    rejected = sum(meta["rejected_rows"].values())
+    print(f"prepared {meta['input_rows']:,} input rows in {result.seconds:.1f} s")
+    for name, info in splits.items():
+        print(f"  {name:<11}{info['rows']:>10,} rows")
+    print(f"  {'rejected':<11}{rejected:>10,} rows"
+          + (f" (see {result.out}/rejected/)" if rejected else ""))
+    totals: dict[str, int] = {}
+    for name in ("train", "validation"):
+        for label, count in splits[name]["class_counts"].items():
+            totals[label] = totals.get(label, 0) + count
+    print("  classes:   " + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
+    print(f"  features:  {len(meta['feature_cols'])} ({meta['transform']} + standard scaling)")
+    print(f"  output:    {result.out}")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """The README's main command: the whole job on the embedded synthetic data."""
+    started = time.perf_counter()
+    out = args.out or os.path.join(os.getcwd(), "hvd-otto-demo")
+    prep = argparse.Namespace(
+        train=None, synthetic=True, rows=args.rows, test=None, out=os.path.join(out, "data"),
+        id_col="id", label_col="target", bad_rows="fail", validation=0.2, transform="log1p",
+        seed=args.seed, row_groups=24, overwrite=True, master=args.master,
+    )
+    run_prepare(prep)
+    print(f"demo finished in {time.perf_counter() - started:.1f} s; results in {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hvd-otto",
+        description="Horovod-on-Spark training pipeline for Otto-shaped data.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="validate a CSV and write preprocessed Parquet",
+                       description="CSV → validated, preprocessed, split Parquet for Petastorm.")
+    _add_prepare_args(p)
+    _add_spark_args(p)
+    p.set_defaults(func=run_prepare)
+
+    p = sub.add_parser("demo", help="run the whole job on the embedded synthetic data",
+                       description="The whole job on the embedded Otto-shaped synthetic data.")
+    p.add_argument("--out", default=None, help="output folder (default ./hvd-otto-demo)")
+    p.add_argument("--rows", type=int, default=None, help="synthetic rows (default 61,878)")
+    p.add_argument("--seed", type=int, default=42)
+    _add_spark_args(p)
+    p.set_defaults(func=run_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hvd-otto`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""CSV → validated DataFrame → preprocessed, split Parquet ready for Petastorm.
+
+Reading keeps physical line numbers (so every error can name its line) without any per-row
+Python on the JVM side: Spark's text source reads the file, ``input_file_block_start`` tells
+which split a line came from, and the lines are parsed and validated in Arrow batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+
+from . import store
+from .features import FEATURES_COL, LABEL_COL, apply_preprocessing, build_preprocessing, label_names
+from .schema import (
+    COLUMN, LINE, RAW, REASON, CsvSchema, InputError, parse_rows, parsed_columns,
+    schema_from_header, split_header_line,
+)
+
+log = logging.getLogger(__name__)
+
+BAD_ROW_POLICIES = ("fail", "quarantine")
+MAX_REPORTED_BAD_ROWS = 10
+DEFAULT_ROW_GROUPS = 24  # divisible by 1, 2, 3, 4, 6, 8, 12, 24 ranks: balanced shards
+
+
+@dataclass
+class ParsedCsv:
+    """A validated CSV: its schema and every data row with its verdict (``_reason``)."""
+
+    display: str
+    schema: CsvSchema
+    rows: object  # pyspark DataFrame of parsed_columns(schema)
+    total: int
+    bad: int
+
+    @property
+    def good_rows(self):
+        """The good rows, typed, with the CSV's own column names plus ``_line``."""
+        from pyspark.sql import functions as F
+
+        keep = [c for c in self.rows.columns if c not in (REASON, COLUMN, RAW)]
+        return self.rows.where(F.col(REASON).isNull()).select(*keep)
+
+    @property
+    def bad_rows(self):
+        from pyspark.sql import functions as F
+
+        return self.rows.where(F.col(REASON).isNotNull()).select(LINE, COLUMN, REASON, RAW)
+
+
+def stage_source(fs: store.HadoopFs, path: str, scratch_url: str) -> tuple[str, str]:
+    """Check that ``path`` is a readable CSV and return ``(url_for_spark, name_for_errors)``.
+
+    A local ``.zip`` (as Kaggle ships Otto) is extracted into ``scratch_url``; Spark reads
+    ``.csv`` and ``.csv.gz`` directly from local paths, ``file://``, ``hdfs://`` and ``s3a://``.
+    """
+    url = store.to_url(path)
+    if not fs.exists(url):
+        raise InputError(f"{path}: file not found; check the path (local, file://, hdfs://, s3a://).")
+    if fs.is_dir(url):
+        raise InputError(f"{path}: is a folder; pass one CSV file (.csv, .csv.gz or .zip).")
+    if fs.size(url) == 0:
+        raise InputError(f"{path}: the file is empty; it needs a header line and data rows.")
+    if not url.lower().endswith(".zip"):
+        return url, path
+    local = store.local_path(url)
+    if local is None:
+        raise InputError(f"{path}: .zip is read from local paths only; unzip it to {url[:-4]}.")
+    try:
+        with zipfile.ZipFile(local) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise InputError(
+                    f"{path}: the zip holds {len(members)} files; it must hold exactly one CSV."
+                )
+            tmp = tempfile.mkdtemp(prefix="hvd-otto-unzip-")
+            try:
+                extracted = archive.extract(members[0], tmp)
+                target = store.join(scratch_url, os.path.basename(extracted))
+                fs.copy_from_local(extracted, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except zipfile.BadZipFile as err:
+        raise InputError(f"{path}: not a valid zip file ({err}).") from None
+    return target, f"{path} (member {members[0].filename})"
+
+
+def read_csv(
+    spark,
+    url: str,
+    display: str,
+    id_col: str = "id",
+    label_col: str | None = "target",
+    require_label: bool = True,
+) -> ParsedCsv:
+    """Read and validate one Otto-schema CSV with Spark; the result's rows are cached."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    text = spark.read.text(url).select(F.input_file_block_start().alias("_block"), "value")
+    first = text.limit(1).collect()
+    if not first:
+        raise InputError(f"{display}: the file is empty; it needs a header line and data rows.")
+    schema = schema_from_header(
+        split_header_line(first[0]["value"]), display, id_col, label_col, require_label
+    )
+    block_lines = sorted((r["_block"], r["count"]) for r in text.groupBy("_block").count().collect())
+    first_line, line = {}, 1
+    for block, count in block_lines:
+        first_line[block] = line
+        line += count
+    if line - 1 < 2:
+        raise InputError(f"{display}: has a header but no data rows.")
+
+    def parse(batches):
+        seen: dict[int, int] = {}
+        for batch in batches:
+            numbers = []
+            for block in batch["_block"]:
+                numbers.append(first_line[block] + seen.get(block, 0))
+                seen[block] = seen.get(block, 0) + 1
+            keep = [i for i, n in enumerate(numbers) if n != 1]
+            lines = batch["value"].iloc[keep].tolist()
+            yield parse_rows(lines, [numbers[i] for i in keep], schema)
+
+    fields = [StructField(LINE, LongType()), StructField(schema.id_col, StringType())]
+    if schema.label_col:
+        fields.append(StructField(schema.label_col, StringType()))
+    fields += [StructField(c, DoubleType()) for c in schema.feature_cols]
+    fields += [StructField(c, StringType()) for c in (REASON, COLUMN, RAW)]
+    assert [f.name for f in fields] == parsed_columns(schema)
+    rows = text.mapInPandas(parse, StructType(fields)).persist()
+    counts = rows.groupBy(F.col(REASON).isNull().alias("good")).count().collect()
+    by_verdict = {r["good"]: r["count"] for r in counts}
+    total = sum(by_verdict.values())
+    if total == 0:
+        raise InputError(f"{display}: has a header but no data rows (only blank lines).")
+    return ParsedCsv(display, schema, rows, total, by_verdict.get(False, 0))
+
+
+def bad_rows_message(parsed: ParsedCsv, out_hint: str = "the output") -> str:
+    """One error paragraph: file, the first bad lines with column and reason, the total."""
+    first = parsed.bad_rows.orderBy(LINE).limit(MAX_REPORTED_BAD_ROWS).collect()
+    lines = [
+        f"{parsed.display}: {parsed.bad:,} bad row(s) out of {parsed.total:,}"
+        f" (first {len(first)} shown):"
+    ]
+    for row in first:
+        where = f"line {row[LINE]}" + (f", column '{row[COLUMN]}'" if row[COLUMN] else "")
+        lines.append(f"  {where}: {row[REASON]}")
+    lines.append(
+        "Fix these rows, or pass --bad-rows quarantine to write them with their reasons to "
+        f"{out_hint}/rejected/ and go on with the good rows."
+    )
+    return "\n".join(lines)
+
+
+def stratified_split(df, label_col: str, fraction: float, seed: int):
+    """Split into (train, validation) with round(fraction · n) validation rows per class.
+
+    The order within a class is a hash of the seed and the row's line number, so the split
+    does not depend on how Spark partitioned the data.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if fraction <= 0:
+        return df, df.limit(0)
+    if not 0 < fraction < 1:
+        raise InputError(f"--validation must be in [0, 1), got {fraction}.")
+    by_class = Window.partitionBy(label_col)
+    ordered = by_class.orderBy(F.xxhash64(F.lit(seed), F.col(LINE)), F.col(LINE))
+    ranked = df.withColumn("_rank", F.row_number().over(ordered)).withColumn(
+        "_n", F.count(F.lit(1)).over(by_class)
+    )
+    is_val = F.col("_rank") <= F.round(F.col("_n") * F.lit(fraction))
+    ranked = ranked.withColumn("_is_val", is_val).drop("_rank", "_n").persist()
+    cols = df.columns
+    return (ranked.where(~F.col("_is_val")).select(*cols),
+            ranked.where(F.col("_is_val")).select(*cols))
+
+
+def to_petastorm_frame(df, id_col: str, row_groups: int, with_label: bool = True):
+    """``id`` string, ``features`` array<float>, ``label`` int; ``row_groups`` balanced files."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    cols = [F.col(id_col).alias("id"), vector_to_array(FEATURES_COL, "float32").alias(FEATURES_COL)]
+    if with_label:
+        cols.append(F.col(LABEL_COL).cast("int").alias(LABEL_COL))
+    return df.select(*cols).repartition(row_groups)
+
+
+@dataclass
+class PrepareResult:
+    """What ``prepare`` wrote and counted."""
+
+    out: str
+    metadata: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def prepare(
+    spark,
+    train: str,
+    out: str,
+    *,
+    test: str | None = None,
+    id_col: str = "id",
+    label_col: str = "target",
+    bad_rows: str = "fail",
+    validation: float = 0.2,
+    transform: str = "log1p",
+    seed: int = 42,
+    row_groups: int = DEFAULT_ROW_GROUPS,
+    overwrite: bool = False,
+) -> PrepareResult:
+    """Validate a training CSV, fit the preprocessing on its training split, write Parquet.
+
+    Output (committed atomically, with ``_SUCCESS``): ``train/``, ``validation/``, optional
+    ``test/``, ``preprocessing/`` (the fitted PipelineModel), ``rejected/`` (quarantined rows,
+    CSV with line, column, reason, raw) and ``metadata.json``.
+    """
+    from pyspark.sql import functions as F
+
+    if bad_rows not in BAD_ROW_POLICIES:
+        raise InputError(f"--bad-rows must be one of {BAD_ROW_POLICIES}, got '{bad_rows}'.")
+    if row_groups < 1:
+        raise InputError(f"--row-groups must be at least 1, got {row_groups}.")
+    started = time.perf_counter()
+    fs = store.HadoopFs(spark)
+    out_url = store.to_url(out)
+    store.check_output(fs, out_url, overwrite)
+    with store.atomic_dir(fs, out_url, overwrite) as staging:
+        scratch = store.join(staging, "_source")
+        url, display = stage_source(fs, train, scratch)
+        log.info("reading %s", display)
+        parsed = read_csv(spark, url, display, id_col, label_col, require_label=True)
+        rejected = {"train": _handle_bad_rows(parsed, bad_rows, staging, "train", out)}
+        good = parsed.good_rows
+        train_df, val_df = stratified_split(good, label_col, validation, seed)
+        log.info("fitting preprocessing on the training split")
+        model = build_preprocessing(parsed.schema.feature_cols, label_col, transform).fit(train_df)
+        model.save(store.join(staging, "preprocessing"))
+        splits = {"train": train_df, "validation": val_df}
+        for name, df in splits.items():
+            frame = to_petastorm_frame(model.transform(df), id_col, row_groups)
+            frame.write.parquet(store.join(staging, name))
+        counts = (
+            spark.read.parquet(store.join(staging, "train")).withColumn("split", F.lit("train"))
+            .unionByName(spark.read.parquet(store.join(staging, "validation"))
+                         .withColumn("split", F.lit("validation")))
+            .groupBy("split", LABEL_COL).count().collect()
+        )
+        labels = label_names(model)
+        split_meta = {
+            name: {"rows": 0, "class_counts": {label: 0 for label in labels}} for name in splits
+        }
+        for row in counts:
+            split_meta[row["split"]]["rows"] += row["count"]
+            split_meta[row["split"]]["class_counts"][labels[row[LABEL_COL]]] = row["count"]
+        if test:
+            split_meta["test"], rejected["test"] = _prepare_test(
+                spark, fs, test, model, parsed.schema, staging, bad_rows, row_groups, out
+            )
+        parsed.rows.unpersist()
+        fs.delete(scratch)
+        metadata = {
+            "format": "hvd-otto-prepared/1",
+            "source": {"train": train, "test": test},
+            "id_col": id_col,
+            "label_col": label_col,
+            "feature_cols": list(parsed.schema.feature_cols),
+            "labels": labels,
+            "label_mapping": {label: i for i, label in enumerate(labels)},
+            "transform": transform,
+            "seed": seed,
+            "validation_fraction": validation,
+            "row_groups": row_groups,
+            "bad_rows_policy": bad_rows,
+            "input_rows": parsed.total,
+            "rejected_rows": rejected,
+            "splits": split_meta,
+        }
+        fs.write_text(store.join(staging, "metadata.json"), json.dumps(metadata, indent=2))
+    return PrepareResult(out_url, metadata, time.perf_counter() - started)
+
+
+def _handle_bad_rows(parsed: ParsedCsv, policy: str, staging: str, name: str, out: str) -> int:
+    """Fail with one clear error, or write bad rows to ``rejected/<name>``; return their count."""
+    if parsed.bad == 0:
+        return 0
+    if policy == "fail":
+        raise InputError(bad_rows_message(parsed, out))
+    log.warning("%s: quarantining %d bad row(s)", parsed.display, parsed.bad)
+    (parsed.bad_rows.orderBy(LINE)
+     .withColumnRenamed(LINE, "line").withColumnRenamed(COLUMN, "column")
+     .withColumnRenamed(REASON, "reason").withColumnRenamed(RAW, "raw")
+     .coalesce(1).write.option("header", True).option("escape", '"')
+     .csv(store.join(staging, "rejected", name)))
+    return parsed.bad
+
+
+def _prepare_test(spark, fs, test, model, train_schema, staging, bad_rows, row_groups, out):
+    """Validate a test CSV against the training columns and transform it with the fitted model."""
+    scratch = store.join(staging, "_source_test")
+    url, display = stage_source(fs, test, scratch)
+    parsed = read_csv(spark, url, display, train_schema.id_col, train_schema.label_col,
+                      require_label=False)
+    if parsed.schema.feature_cols != train_schema.feature_cols:
+        missing = sorted(set(train_schema.feature_cols) - set(parsed.schema.feature_cols))
+        extra = sorted(set(parsed.schema.feature_cols) - set(train_schema.feature_cols))
+        raise InputError(
+            f"{display}, line 1 (header): feature columns differ from the training file"
+            f" (missing: {missing[:10]}, unexpected: {extra[:10]}); use a test file with the"
+            " same feature columns in the same order."
+        )
+    rejected = _handle_bad_rows(parsed, bad_rows, staging, "test", out)
+    frame = to_petastorm_frame(apply_preprocessing(model, parsed.good_rows), train_schema.id_col,
+                               row_groups, with_label=False)
+    frame.write.parquet(store.join(staging, "test"))
+    rows = parsed.total - parsed.bad
+    parsed.rows.unpersist()
+    fs.delete(scratch)
+    return {"rows": rows}, rejected

@@ -1,0 +1,223 @@
+"""The CSV contract: which columns are the id, the label and the features, and input errors.
+
+Nothing here hard-codes Otto's 93 features or 9 classes: the header decides.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+class InputError(Exception):
+    """Bad user input (a file, a column, an option). The message says what, where and what to do.
+
+    The CLI prints the message alone, without a traceback, and exits with a non-zero code.
+    """
+
+
+@dataclass(frozen=True)
+class CsvSchema:
+    """Column roles of one Otto-shaped CSV, decided from its header."""
+
+    columns: tuple[str, ...]
+    id_col: str
+    label_col: str | None
+    feature_cols: tuple[str, ...] = field(default=())
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.columns)
+
+    def index(self, name: str) -> int:
+        return self.columns.index(name)
+
+
+def split_header_line(line: str) -> list[str]:
+    """Split one CSV header line into column names (quotes and a UTF-8 BOM handled)."""
+    line = line.lstrip("\ufeff").rstrip("\r\n")
+    return [name.strip() for name in next(csv.reader([line]))]
+
+
+def schema_from_header(
+    names: Sequence[str],
+    source: str,
+    id_col: str = "id",
+    label_col: str | None = "target",
+    require_label: bool = True,
+) -> CsvSchema:
+    """Check a header and assign column roles.
+
+    ``label_col`` is the label's name; with ``require_label=False`` a header without it is
+    accepted (a test file) and the schema has ``label_col=None``.
+    Raises :class:`InputError` naming the file, the column and what to do.
+    """
+    names = list(names)
+    where = f"{source}, line 1 (header)"
+    if not names or names == [""]:
+        raise InputError(f"{where}: the header is empty; the first line must name the columns.")
+    empty = [i + 1 for i, n in enumerate(names) if n == ""]
+    if empty:
+        raise InputError(
+            f"{where}: column(s) {empty} have no name; every column needs a name in the header."
+        )
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(
+                f"{where}: duplicate column name '{name}' (columns {seen[name] + 1} and {i + 1});"
+                " rename one of them."
+            )
+        seen[name] = i
+    if id_col not in seen:
+        raise InputError(
+            f"{where}: no id column '{id_col}' (columns: {_preview(names)});"
+            " name the id column with --id-col."
+        )
+    label = label_col if label_col in seen else None
+    if require_label and label is None:
+        raise InputError(
+            f"{where}: no label column '{label_col}' (columns: {_preview(names)});"
+            " a training file needs one; name it with --label-col."
+        )
+    features = tuple(n for n in names if n not in (id_col, label))
+    if not features:
+        raise InputError(
+            f"{where}: no feature columns; every column other than '{id_col}'"
+            f"{' and ' + repr(label) if label else ''} is a feature, and there are none."
+        )
+    return CsvSchema(columns=tuple(names), id_col=id_col, label_col=label, feature_cols=features)
+
+
+def _preview(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+# --- Row validation ---------------------------------------------------------------------------
+
+#: Largest magnitude accepted for a feature: beyond float32's range the value cannot be stored.
+MAX_ABS_VALUE = 3.0e38
+
+#: Bookkeeping columns of a parsed row, beside the CSV's own (typed) columns.
+LINE, REASON, COLUMN, RAW = "_line", "_reason", "_column", "_raw"
+
+
+def parsed_columns(schema: CsvSchema) -> list[str]:
+    """Column order of :func:`parse_rows` output: line, id, label, features, then the verdict."""
+    label = [schema.label_col] if schema.label_col else []
+    return [LINE, schema.id_col, *label, *schema.feature_cols, REASON, COLUMN, RAW]
+
+
+def parse_rows(lines: Sequence[str], line_numbers: Sequence[int], schema: CsvSchema):
+    """Parse and validate data lines of one CSV; vectorised over the batch.
+
+    Returns a ``pandas.DataFrame`` with one row per non-blank input line and the columns
+    :func:`parsed_columns` (features as float64, NaN on bad rows). ``_reason``/``_column``
+    are ``None`` for a good row, otherwise the first
+    problem found (field count, empty id or label, then features in column order:
+    not a number, NaN, infinite, out of range, negative, not an integer).
+    """
+    import numpy as np
+    import pandas as pd
+
+    keep = [i for i, text in enumerate(lines) if text.strip() != ""]
+    lines = [lines[i].lstrip("\ufeff") for i in keep]
+    numbers = np.asarray(line_numbers, dtype=np.int64)[keep]
+    n = len(lines)
+    reasons: list[str | None] = [None] * n
+    columns: list[str | None] = [None] * n
+    ids: list[str | None] = [None] * n
+    labels: list[str | None] = [None] * n
+    matrix = np.full((n, len(schema.feature_cols)), np.nan)
+
+    try:
+        fields = list(csv.reader(lines, strict=True))
+    except csv.Error:
+        fields = [_split_one(text) for text in lines]
+
+    id_at = schema.index(schema.id_col)
+    label_at = schema.index(schema.label_col) if schema.label_col else None
+    feat_at = [schema.index(c) for c in schema.feature_cols]
+
+    candidates = []
+    for i, row in enumerate(fields):
+        if row is None:
+            reasons[i] = "malformed quoting"
+        elif len(row) != schema.n_fields:
+            reasons[i] = f"expected {schema.n_fields} fields, found {len(row)}"
+        elif row[id_at].strip() == "":
+            reasons[i], columns[i] = "empty id", schema.id_col
+        elif label_at is not None and row[label_at].strip() == "":
+            reasons[i], columns[i] = "empty label", schema.label_col
+        else:
+            ids[i] = row[id_at].strip()
+            labels[i] = row[label_at].strip() if label_at is not None else None
+            candidates.append(i)
+
+    if candidates:
+        by_column = list(zip(*[fields[i] for i in candidates]))
+        cells = [by_column[j] for j in feat_at]  # cells[j][k]: feature j of candidate k
+        values = np.column_stack([_to_float(column) for column in cells])
+        with np.errstate(invalid="ignore"):
+            is_nan = np.isnan(values)
+            nan_literal = np.zeros_like(is_nan)
+            for k, j in np.argwhere(is_nan):
+                nan_literal[k, j] = cells[j][k].strip().lower() in ("nan", "-nan", "+nan")
+            infinite = np.isinf(values)
+            finite = ~is_nan & ~infinite
+            too_large = finite & (np.abs(values) > MAX_ABS_VALUE)
+            negative = finite & (values < 0)
+            fractional = finite & ~too_large & (np.floor(values) != values)
+        checks = [
+            (is_nan & ~nan_literal, "not a number"),
+            (nan_literal, "NaN"),
+            (infinite, "infinite"),
+            (too_large, "out of range"),
+            (negative, "negative count"),
+            (fractional, "not an integer count"),
+        ]
+        bad_any = np.zeros_like(is_nan)
+        for mask, _ in checks:
+            bad_any |= mask
+        first_bad = bad_any.argmax(axis=1)
+        row_bad = bad_any.any(axis=1)
+        for k, i in enumerate(candidates):
+            if not row_bad[k]:
+                matrix[i] = values[k]
+                continue
+            j = first_bad[k]
+            what = next(name for mask, name in checks if mask[k, j])
+            columns[i] = schema.feature_cols[j]
+            reasons[i] = f"{what} ({cells[j][k]!r})"
+            ids[i] = labels[i] = None
+
+    out = {LINE: numbers, schema.id_col: ids}
+    if schema.label_col:
+        out[schema.label_col] = labels
+    for j, name in enumerate(schema.feature_cols):
+        out[name] = matrix[:, j]
+    out[REASON] = reasons
+    out[COLUMN] = columns
+    out[RAW] = [None if r is None else t for r, t in zip(reasons, lines)]
+    return pd.DataFrame(out, columns=parsed_columns(schema))
+
+
+def _to_float(column: Sequence[str]):
+    """Parse one column of strings to float64 in Arrow; unparsable cells become NaN."""
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        return pa.array(column, pa.string()).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(pd.Series(column, dtype=object), errors="coerce").to_numpy(float)
+
+
+def _split_one(text: str) -> list[str] | None:
+    """Split a single line, or ``None`` when its quoting is malformed."""
+    try:
+        return next(csv.reader([text], strict=True))
+    except (csv.Error, StopIteration):
+        return None
