@@ -96,16 +96,87 @@ def print_prepare_summary(result) -> None:
     print(f"  output:    {result.out}")
 
 
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-proc", type=int, default=2, help="Horovod ranks (default 2)")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size per rank (default 128)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="learning rate of one rank, scaled by --num-proc (default 0.0005)")
+    p.add_argument("--optimizer", default="adam", help="adam (default), sgd, adadelta, rmsprop")
+    p.add_argument("--gpus", choices=("auto", "true", "false"), default="auto",
+                   help="use GPUs: auto (default) uses them when TensorFlow sees one")
+    p.add_argument("--store", default=None, help="folder for run data and checkpoints")
+
+
+def run_train(args: argparse.Namespace):
+    """Train on a prepared folder's train split and save the model atomically."""
+    from . import store
+    from .estimator import HorovodKerasEstimator
+    from .spark import get_spark
+
+    spark = get_spark(args.master)
+    fs = store.HadoopFs(spark)
+    data = store.to_url(args.data)
+    if not store.is_committed(fs, data):
+        raise InputError(f"{args.data}: not a complete prepared folder (no _SUCCESS); "
+                         "run 'hvd-otto prepare' first.")
+    model_url = store.to_url(args.model)
+    store.check_output(fs, model_url, args.overwrite)
+    est = HorovodKerasEstimator(numProc=args.num_proc, epochs=args.epochs,
+                                batchSize=args.batch_size, optimizer=args.optimizer,
+                                useGpu=args.gpus, storePath=args.store)
+    if args.learning_rate:
+        est.setLearningRate(args.learning_rate)
+    print(f"training on {args.num_proc} ranks: {args.data}/train")
+    model = est.fit(spark.read.parquet(store.join(data, "train")))
+    with store.atomic_dir(fs, model_url, args.overwrite) as staging:
+        model.write().save(staging)
+    summary = model.getSummary()
+    print(f"trained {len(model.getHistory())} epochs (best {summary['best_epoch']}) in "
+          f"{summary['fit_seconds']:.1f} s; model saved to {model_url}")
+    return model
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    """Score a prepared split with a saved model and print/save the figures."""
+    import json
+
+    from . import store
+    from .estimator import HorovodKerasModel
+    from .evaluate import evaluate, format_report
+    from .spark import get_spark
+
+    spark = get_spark(args.master)
+    fs = store.HadoopFs(spark)
+    data = store.to_url(args.data)
+    meta = json.loads(fs.read_text(store.join(data, "metadata.json")))
+    model = HorovodKerasModel.load(args.model)
+    scored = model.transform(spark.read.parquet(store.join(data, args.split))).cache()
+    figures = evaluate(scored, meta["labels"])
+    scored.unpersist()
+    print(f"{args.split} split of {args.data}:")
+    print(format_report(figures))
+    if args.out:
+        fs.write_text(store.to_url(args.out), json.dumps(figures, indent=2))
+        print(f"figures written to {args.out}")
+    return figures
+
+
 def run_demo(args: argparse.Namespace) -> None:
-    """The README's main command: the whole job on the embedded synthetic data."""
+    """The README's main command: prepare, train (2 ranks), evaluate, save on synthetic data."""
     started = time.perf_counter()
-    out = args.out or os.path.join(os.getcwd(), "hvd-otto-demo")
-    prep = argparse.Namespace(
-        train=None, synthetic=True, rows=args.rows, test=None, out=os.path.join(out, "data"),
-        id_col="id", label_col="target", bad_rows="fail", validation=0.2, transform="log1p",
-        seed=args.seed, row_groups=24, overwrite=True, master=args.master,
-    )
-    run_prepare(prep)
+    out = os.path.abspath(args.out or os.path.join(os.getcwd(), "hvd-otto-demo"))
+    data, model = os.path.join(out, "data"), os.path.join(out, "model")
+    run_prepare(argparse.Namespace(
+        train=None, synthetic=True, rows=args.rows, test=None, out=data, id_col="id",
+        label_col="target", bad_rows="fail", validation=0.2, transform="log1p", seed=args.seed,
+        row_groups=24, overwrite=True, master=args.master))
+    run_train(argparse.Namespace(
+        data=data, model=model, num_proc=args.num_proc, epochs=args.epochs, batch_size=128,
+        learning_rate=None, optimizer="adam", gpus="auto", store=os.path.join(out, "store"),
+        overwrite=True, master=args.master))
+    run_evaluate(argparse.Namespace(data=data, model=model, split="validation",
+                                    out=os.path.join(out, "metrics.json"), master=args.master))
     print(f"demo finished in {time.perf_counter() - started:.1f} s; results in {out}")
 
 
@@ -123,11 +194,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spark_args(p)
     p.set_defaults(func=run_prepare)
 
+    p = sub.add_parser("train", help="train on prepared Parquet with Horovod ranks",
+                       description="Prepared Parquet → a model trained by N Horovod ranks.")
+    p.add_argument("--data", required=True, help="folder written by 'hvd-otto prepare'")
+    p.add_argument("--model", required=True, help="where to save the trained model")
+    _add_train_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    _add_spark_args(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("evaluate", help="log loss, accuracy and per-class figures",
+                       description="Score a prepared split with a saved model.")
+    p.add_argument("--data", required=True, help="folder written by 'hvd-otto prepare'")
+    p.add_argument("--model", required=True, help="a saved model folder")
+    p.add_argument("--split", default="validation", help="split to score (default validation)")
+    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    _add_spark_args(p)
+    p.set_defaults(func=run_evaluate)
+
     p = sub.add_parser("demo", help="run the whole job on the embedded synthetic data",
                        description="The whole job on the embedded Otto-shaped synthetic data.")
     p.add_argument("--out", default=None, help="output folder (default ./hvd-otto-demo)")
     p.add_argument("--rows", type=int, default=None, help="synthetic rows (default 61,878)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--num-proc", type=int, default=2, help="Horovod ranks (default 2)")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
     _add_spark_args(p)
     p.set_defaults(func=run_demo)
     return parser
@@ -136,11 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hvd-otto`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-    )
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, datefmt="%H:%M:%S",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)
     except InputError as err:

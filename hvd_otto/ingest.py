@@ -145,7 +145,24 @@ def read_csv(
     return ParsedCsv(display, schema, rows, total, by_verdict.get(False, 0))
 
 
-def bad_rows_message(parsed: ParsedCsv, out_hint: str = "the output") -> str:
+def load_csv(spark, path: str, id_col: str = "id", label_col: str | None = "target",
+             require_label: bool = True):
+    """A validated CSV as a typed DataFrame (id, label, features as doubles, ``_line``).
+
+    The entry point of the seed's flow: ``Pipeline([...]).fit(load_csv(spark, "train.csv"))``.
+    Any bad row raises :class:`InputError` naming file, line and column. A local ``.zip``
+    is extracted to a temporary folder that lives as long as this process.
+    """
+    fs = store.HadoopFs(spark)
+    scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-csv-"))
+    url, display = stage_source(fs, path, scratch)
+    parsed = read_csv(spark, url, display, id_col, label_col, require_label)
+    if parsed.bad:
+        raise InputError(bad_rows_message(parsed))
+    return parsed.good_rows
+
+
+def bad_rows_message(parsed: ParsedCsv, out_hint: str = "OUT") -> str:
     """One error paragraph: file, the first bad lines with column and reason, the total."""
     first = parsed.bad_rows.orderBy(LINE).limit(MAX_REPORTED_BAD_ROWS).collect()
     lines = [
@@ -187,14 +204,27 @@ def stratified_split(df, label_col: str, fraction: float, seed: int):
             ranked.where(F.col("_is_val")).select(*cols))
 
 
-def to_petastorm_frame(df, id_col: str, row_groups: int, with_label: bool = True):
-    """``id`` string, ``features`` array<float>, ``label`` int; ``row_groups`` balanced files."""
+def float_array(df, col: str):
+    """A Vector or numeric array column as ``array<float>`` (what Petastorm and Keras read)."""
     from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import functions as F
 
-    cols = [F.col(id_col).alias("id"), vector_to_array(FEATURES_COL, "float32").alias(FEATURES_COL)]
-    if with_label:
-        cols.append(F.col(LABEL_COL).cast("int").alias(LABEL_COL))
+    if isinstance(df.schema[col].dataType, VectorUDT):
+        return vector_to_array(F.col(col), "float32")
+    return F.col(col).cast("array<float>")
+
+
+def to_petastorm_frame(df, row_groups: int, features_col: str = FEATURES_COL,
+                       label_col: str | None = LABEL_COL, id_col: str | None = None):
+    """``id`` (optional), ``features`` array<float>, ``label`` int, in ``row_groups`` balanced
+    partitions; each Parquet file is one row group, the unit Petastorm shards by."""
+    from pyspark.sql import functions as F
+
+    cols = [F.col(id_col).cast("string").alias("id")] if id_col else []
+    cols.append(float_array(df, features_col).alias(FEATURES_COL))
+    if label_col:
+        cols.append(F.col(label_col).cast("int").alias(LABEL_COL))
     return df.select(*cols).repartition(row_groups)
 
 
@@ -251,7 +281,7 @@ def prepare(
         model.save(store.join(staging, "preprocessing"))
         splits = {"train": train_df, "validation": val_df}
         for name, df in splits.items():
-            frame = to_petastorm_frame(model.transform(df), id_col, row_groups)
+            frame = to_petastorm_frame(model.transform(df), row_groups, id_col=id_col)
             frame.write.parquet(store.join(staging, name))
         counts = (
             spark.read.parquet(store.join(staging, "train")).withColumn("split", F.lit("train"))
@@ -323,8 +353,8 @@ def _prepare_test(spark, fs, test, model, train_schema, staging, bad_rows, row_g
             " same feature columns in the same order."
         )
     rejected = _handle_bad_rows(parsed, bad_rows, staging, "test", out)
-    frame = to_petastorm_frame(apply_preprocessing(model, parsed.good_rows), train_schema.id_col,
-                               row_groups, with_label=False)
+    frame = to_petastorm_frame(apply_preprocessing(model, parsed.good_rows), row_groups,
+                               label_col=None, id_col=train_schema.id_col)
     frame.write.parquet(store.join(staging, "test"))
     rows = parsed.total - parsed.bad
     parsed.rows.unpersist()

@@ -22,6 +22,7 @@ def get_spark(master: str | None = None, app_name: str = "hvd-otto", conf: dict 
     when this process starts the JVM itself (default ``local[*]``).
     """
     ensure_python_env()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by local workers and ranks
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -37,6 +38,7 @@ def get_spark(master: str | None = None, app_name: str = "hvd-otto", conf: dict 
         "spark.driver.memory": os.environ.get("HVD_OTTO_DRIVER_MEMORY", "4g"),
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
+        "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
     }
     defaults.update(conf or {})
     for key, value in defaults.items():

@@ -1,0 +1,53 @@
+"""Evaluation of a scored DataFrame: log loss, accuracy, per-class precision/recall, confusion."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def evaluate(scored, labels: Sequence[str] | None = None, label_col: str = "label",
+             prediction_col: str = "prediction", probability_col: str = "probability") -> dict:
+    """Figures of a DataFrame that has true labels, predictions and probability vectors."""
+    import numpy as np
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+
+    def metric(name: str) -> float:
+        return MulticlassClassificationEvaluator(
+            metricName=name, labelCol=label_col, predictionCol=prediction_col,
+            probabilityCol=probability_col).evaluate(scored)
+
+    cells = scored.groupBy(label_col, prediction_col).count().collect()
+    n_classes = max(len(labels or []), 1 + max(max(int(r[0]), int(r[1])) for r in cells))
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for true, predicted, count in cells:
+        confusion[int(true), int(predicted)] = count
+    names = list(labels) if labels else [str(i) for i in range(n_classes)]
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    diagonal = np.diag(confusion)
+    per_class = {
+        names[i]: {
+            "precision": float(diagonal[i] / predicted[i]) if predicted[i] else 0.0,
+            "recall": float(diagonal[i] / support[i]) if support[i] else 0.0,
+            "support": int(support[i]),
+        }
+        for i in range(n_classes)
+    }
+    return {
+        "rows": int(confusion.sum()),
+        "log_loss": metric("logLoss"),
+        "accuracy": float(diagonal.sum() / confusion.sum()),
+        "per_class": per_class,
+        "labels": names,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def format_report(figures: dict) -> str:
+    """A short plain-text report of :func:`evaluate`'s figures."""
+    lines = [f"rows {figures['rows']:,}   log loss {figures['log_loss']:.4f}   "
+             f"accuracy {figures['accuracy']:.4f}",
+             f"  {'class':<12}{'precision':>10}{'recall':>8}{'support':>9}"]
+    for name, c in figures["per_class"].items():
+        lines.append(f"  {name:<12}{c['precision']:>10.3f}{c['recall']:>8.3f}{c['support']:>9,}")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""The Keras model: the seed's MLP builder, user models from JSON or ``.keras``, and bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Sequence
+
+OPTIMIZERS = ("adam", "sgd", "adadelta", "rmsprop")
+
+
+def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (512, 512, 512),
+              dropout: float = 0.5, batch_norm: bool = False):
+    """The seed's MLP: Dense(relu) [+ BatchNorm] + Dropout per hidden layer, softmax output."""
+    import tensorflow as tf
+
+    layers = [tf.keras.Input(shape=(n_features,), name="features")]
+    for units in hidden:
+        layers.append(tf.keras.layers.Dense(units, activation=None if batch_norm else "relu"))
+        if batch_norm:
+            layers += [tf.keras.layers.BatchNormalization(), tf.keras.layers.Activation("relu")]
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    # float32 output even under mixed precision, for a stable softmax and loss.
+    layers.append(tf.keras.layers.Dense(n_classes, activation="softmax", dtype="float32"))
+    return tf.keras.Sequential(layers, name="otto_mlp")
+
+
+def model_from_spec(spec: dict, n_features: int, n_classes: int):
+    """Build the model a training run asks for: ``{"kind": "mlp"|"json"|"keras", ...}``."""
+    import tensorflow as tf
+
+    kind = spec.get("kind", "mlp")
+    if kind == "mlp":
+        return build_mlp(n_features, n_classes, spec.get("hidden", (512, 512, 512)),
+                         spec.get("dropout", 0.5), spec.get("batch_norm", False))
+    if kind == "json":
+        return tf.keras.models.model_from_json(spec["json"])
+    if kind == "keras":
+        return model_from_bytes(spec["bytes"])
+    raise ValueError(f"unknown model kind '{kind}'")
+
+
+def make_optimizer(name: str, learning_rate: float):
+    """A legacy Keras optimizer (what Horovod 0.28's DistributedOptimizer wraps reliably)."""
+    import tensorflow as tf
+
+    classes = {
+        "adam": tf.keras.optimizers.legacy.Adam,
+        "sgd": lambda learning_rate: tf.keras.optimizers.legacy.SGD(learning_rate, momentum=0.9),
+        "adadelta": tf.keras.optimizers.legacy.Adadelta,
+        "rmsprop": tf.keras.optimizers.legacy.RMSprop,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown optimizer '{name}'; use one of {OPTIMIZERS}")
+    return classes[name](learning_rate=learning_rate)
+
+
+def model_to_bytes(model) -> bytes:
+    """Serialise a Keras model to the bytes of a ``.keras`` file (no pickled Python)."""
+    import tensorflow as tf
+
+    if model.optimizer is not None:  # drop the (Horovod-wrapped) optimizer: weights only
+        weights = model.get_weights()
+        model = tf.keras.models.clone_model(model)
+        model.set_weights(weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def model_from_bytes(data: bytes):
+    """Load a ``.keras`` file's bytes with ``safe_mode`` (no arbitrary code), uncompiled."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return tf.keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def model_json_is_valid(text: str) -> bool:
+    """Quick check that a user model config is JSON (the full check happens in the ranks)."""
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False

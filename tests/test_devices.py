@@ -1,0 +1,46 @@
+"""Device selection as a pure function: Spark GPU address → local rank → CPU."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from hvd_otto.devices import choose_device, visible_gpu_ids
+
+
+def test_spark_address_wins_over_local_rank():
+    choice = choose_device(["1"], ["0", "1"], local_rank=0)
+    assert (choice.kind, choice.index) == ("gpu", 1)
+    assert "Spark assigned gpu ['1']" in choice.reason
+
+
+def test_local_rank_when_spark_assigned_nothing():
+    choice = choose_device([], ["0", "1"], local_rank=3)
+    assert (choice.kind, choice.index) == ("gpu", 1) and "local rank 3" in choice.reason
+
+
+def test_unknown_spark_address_falls_back_to_local_rank():
+    assert choose_device(["7"], ["0", "1"], local_rank=0).index == 0
+
+
+def test_cpu_fallback_names_the_assigned_address_and_the_reason():
+    choice = choose_device(["0"], [], local_rank=1)
+    assert choice.kind == "cpu"
+    assert str(choice) == "CPU (Spark assigned gpu ['0'], but TensorFlow sees no GPU)"
+
+
+def test_use_gpu_false_and_true():
+    assert choose_device(["0"], ["0"], 0, use_gpu="false").kind == "cpu"
+    with pytest.raises(RuntimeError, match="useGpu=true but TensorFlow sees no GPU"):
+        choose_device([], [], 0, use_gpu="true")
+    with pytest.raises(ValueError):
+        choose_device([], [], 0, use_gpu="maybe")
+
+
+def test_visible_ids_follow_cuda_visible_devices(monkeypatch):
+    gpus = [SimpleNamespace(name="/physical_device:GPU:0"),
+            SimpleNamespace(name="/physical_device:GPU:1")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpu_ids(gpus) == ["2", "3"]
+    assert choose_device(["3"], visible_gpu_ids(gpus), 0).index == 1
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_gpu_ids(gpus) == ["0", "1"]
