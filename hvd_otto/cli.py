@@ -98,10 +98,11 @@ def print_prepare_summary(result) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-proc", type=int, default=2, help="Horovod ranks (default 2)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    p.add_argument("--epochs", type=int, default=40,
+                   help="maximum epochs (default 40; early stopping usually ends sooner)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size per rank (default 128)")
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="learning rate of one rank, scaled by --num-proc (default 0.0005)")
+                   help="learning rate of one rank, scaled by --num-proc (default 0.001)")
     p.add_argument("--optimizer", default="adam", help="adam (default), sgd, adadelta, rmsprop")
     p.add_argument("--gpus", choices=("auto", "true", "false"), default="auto",
                    help="use GPUs: auto (default) uses them when TensorFlow sees one")
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=None, help="synthetic rows (default 61,878)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--num-proc", type=int, default=2, help="Horovod ranks (default 2)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
     _add_spark_args(p)
     p.set_defaults(func=run_demo)
     return parser

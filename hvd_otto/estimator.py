@@ -95,6 +95,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                           TypeConverters.toListInt)
     dropout = _param("dropout", "dropout after each hidden layer of the default MLP",
                      TypeConverters.toFloat)
+    inputDropout = _param("inputDropout", "dropout on the inputs of the default MLP",
+                          TypeConverters.toFloat)
     batchNorm = _param("batchNorm", "batch normalisation in the default MLP",
                        TypeConverters.toBoolean)
     modelConfig = _param("modelConfig", "a Keras model as JSON (model.to_json()) instead of "
@@ -110,18 +112,18 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
-                 probabilityCol="probability", predictBatchSize=4096, numProc=2, epochs=20,
+                 probabilityCol="probability", predictBatchSize=4096, numProc=2, epochs=40,
                  batchSize=128, learningRate=0.001, optimizer="adam", validationFraction=0.1,
-                 validationCol=None, earlyStoppingPatience=3, warmupEpochs=1, storePath=None,
+                 validationCol=None, earlyStoppingPatience=4, warmupEpochs=1, storePath=None,
                  seed=42, verbose=1, useGpu="auto", mixedPrecision=False, maxRetries=0,
-                 hiddenLayers=(512, 512, 512), dropout=0.5, batchNorm=False, modelConfig=None,
-                 modelFile=None, lrDecayPatience=2, cacheLimitMb=2048, startTimeout=60):
+                 hiddenLayers=(512, 512, 512), dropout=0.4, inputDropout=0.0, batchNorm=False, modelConfig=None,
+                 modelFile=None, lrDecayPatience=1, cacheLimitMb=2048, startTimeout=60):
         super().__init__()
-        self._setDefault(numProc=2, epochs=20, batchSize=128, learningRate=0.001,
-                         optimizer="adam", validationFraction=0.1, earlyStoppingPatience=3,
+        self._setDefault(numProc=2, epochs=40, batchSize=128, learningRate=0.001,
+                         optimizer="adam", validationFraction=0.1, earlyStoppingPatience=4,
                          warmupEpochs=1, seed=42, verbose=1, useGpu="auto",
                          mixedPrecision=False, maxRetries=0, hiddenLayers=[512, 512, 512],
-                         dropout=0.5, batchNorm=False, lrDecayPatience=2, cacheLimitMb=2048,
+                         dropout=0.4, inputDropout=0.0, batchNorm=False, lrDecayPatience=1, cacheLimitMb=2048,
                          startTimeout=60)
         self._set(**self._input_kwargs)
 
@@ -168,6 +170,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
     def getHiddenLayers(self) -> list: return self.getOrDefault(self.hiddenLayers)
     def setDropout(self, v): return self._set(dropout=v)
     def getDropout(self) -> float: return self.getOrDefault(self.dropout)
+    def setInputDropout(self, v): return self._set(inputDropout=v)
+    def getInputDropout(self) -> float: return self.getOrDefault(self.inputDropout)
     def setBatchNorm(self, v): return self._set(batchNorm=v)
     def getBatchNorm(self) -> bool: return self.getOrDefault(self.batchNorm)
     def setModelConfig(self, v): return self._set(modelConfig=v)
@@ -210,7 +214,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             with open(path, "rb") as f:
                 return {"kind": "keras", "bytes": f.read()}
         return {"kind": "mlp", "hidden": list(self.getHiddenLayers()),
-                "dropout": self.getDropout(), "batch_norm": self.getBatchNorm()}
+                "dropout": self.getDropout(), "batch_norm": self.getBatchNorm(),
+                "input_dropout": self.getInputDropout()}
 
     def _fit(self, dataset):
         from pyspark.sql import functions as F
@@ -304,13 +309,14 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         attempts = self.getMaxRetries() + 1
         for attempt in range(1, attempts + 1):
             try:
-                return horovod.spark.run(
-                    train_rank, args=(config,), num_proc=num_proc,
-                    start_timeout=self.getStartTimeout(), use_gloo=True,
-                    stdout=sys.stdout if self.getVerbose() else None,
-                    stderr=sys.stderr if self.getVerbose() else None,
-                    verbose=0, prefix_output_with_timestamp=False,
-                )
+                with ProgressWatcher(config["run_dir"], enabled=self.getVerbose() > 0):
+                    return horovod.spark.run(
+                        train_rank, args=(config,), num_proc=num_proc,
+                        start_timeout=self.getStartTimeout(), use_gloo=True,
+                        stdout=sys.stdout if self.getVerbose() else None,
+                        stderr=sys.stderr if self.getVerbose() else None,
+                        verbose=0, prefix_output_with_timestamp=False,
+                    )
             except Exception as err:
                 detail = rank_errors(config["run_dir"])
                 if attempt < attempts:
@@ -322,6 +328,51 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                     + (f"\n{detail}" if detail else "")
                 ) from err
         raise AssertionError("unreachable")
+
+
+class ProgressWatcher:
+    """Print rank 0's epochs on the driver as they land in the run's ``history.json``.
+
+    Works wherever the ranks' stdout goes (executor logs on a cluster), since the run folder
+    is shared storage.
+    """
+
+    def __init__(self, run_dir: str, enabled: bool = True, interval: float = 1.0):
+        import threading
+
+        self.path = os.path.join(run_dir, "history.json")
+        self.enabled, self.interval = enabled, interval
+        self.shown = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="hvd-otto-progress")
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            self.poll()
+        return False
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        from .worker import format_epoch
+
+        try:
+            with open(self.path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return
+        for entry in state["history"][self.shown:]:
+            print(format_epoch(entry, state["epochs"]), flush=True)
+        self.shown = max(self.shown, len(state["history"]))
 
 
 def rank_errors(run_dir: str) -> str:

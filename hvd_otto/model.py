@@ -11,11 +11,14 @@ OPTIMIZERS = ("adam", "sgd", "adadelta", "rmsprop")
 
 
 def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (512, 512, 512),
-              dropout: float = 0.5, batch_norm: bool = False):
-    """The seed's MLP: Dense(relu) [+ BatchNorm] + Dropout per hidden layer, softmax output."""
+              dropout: float = 0.5, batch_norm: bool = False, input_dropout: float = 0.0):
+    """The seed's MLP: [input Dropout,] Dense(relu) [+ BatchNorm] + Dropout per hidden layer,
+    softmax output."""
     import tensorflow as tf
 
     layers = [tf.keras.Input(shape=(n_features,), name="features")]
+    if input_dropout:
+        layers.append(tf.keras.layers.Dropout(input_dropout))
     for units in hidden:
         layers.append(tf.keras.layers.Dense(units, activation=None if batch_norm else "relu"))
         if batch_norm:
@@ -34,9 +37,14 @@ def model_from_spec(spec: dict, n_features: int, n_classes: int):
     kind = spec.get("kind", "mlp")
     if kind == "mlp":
         return build_mlp(n_features, n_classes, spec.get("hidden", (512, 512, 512)),
-                         spec.get("dropout", 0.5), spec.get("batch_norm", False))
+                         spec.get("dropout", 0.5), spec.get("batch_norm", False),
+                         spec.get("input_dropout", 0.0))
     if kind == "json":
-        return tf.keras.models.model_from_json(spec["json"])
+        model = tf.keras.models.model_from_json(spec["json"])
+        if not isinstance(model, tf.keras.Model):
+            raise ValueError(f"modelConfig does not describe a Keras model (it gave a "
+                             f"{type(model).__name__}); pass model.to_json() of a Keras model")
+        return model
     if kind == "keras":
         return model_from_bytes(spec["bytes"])
     raise ValueError(f"unknown model kind '{kind}'")

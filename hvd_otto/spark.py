@@ -30,7 +30,10 @@ def get_spark(master: str | None = None, app_name: str = "hvd-otto", conf: dict 
         return active
     builder = SparkSession.builder.appName(app_name)
     if master or not launched_by_spark_submit():
-        builder = builder.master(master or os.environ.get("HVD_OTTO_MASTER", "local[*]"))
+        master = master or os.environ.get("HVD_OTTO_MASTER", "local[*]")
+        if master.startswith("local"):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no LAN binding for local runs
+        builder = builder.master(master)
     defaults = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",

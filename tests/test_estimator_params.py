@@ -7,9 +7,9 @@ from hvd_otto.estimator import HorovodKerasEstimator, HorovodKerasModel
 
 def test_defaults_and_docs():
     est = HorovodKerasEstimator()
-    assert est.getNumProc() == 2 and est.getEpochs() == 20 and est.getBatchSize() == 128
+    assert est.getNumProc() == 2 and est.getEpochs() == 40 and est.getBatchSize() == 128
     assert est.getOptimizer() == "adam" and est.getUseGpu() == "auto"
-    assert est.getHiddenLayers() == [512, 512, 512] and est.getDropout() == 0.5
+    assert est.getHiddenLayers() == [512, 512, 512] and est.getDropout() == 0.4
     assert est.getFeaturesCol() == "features" and est.getLabelCol() == "label"
     assert est.getValidationCol() is None and est.getStorePath() is None
     text = est.explainParams()
