@@ -164,7 +164,7 @@ def bench_train(args) -> dict:
     holdout = spark.read.parquet(os.path.join(data, "validation"))
     fitted = {}
     for ranks in (1, 2):
-        print(f"hvd-otto: {ranks} rank(s), {epochs} epochs, batch {batch} per rank")
+        print(f"hvd-otto: {ranks} rank(s), {epochs} epochs, batch {batch // ranks} per rank")
         started = time.perf_counter()
         # Same global batch size as the baseline: batch // ranks per rank.
         est = HorovodKerasEstimator(numProc=ranks, **{**est_args, "batchSize": batch // ranks})
