@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 import traceback
 import warnings
@@ -113,6 +112,7 @@ def _train(config: dict) -> dict:
 
     import tensorflow as tf
 
+    tf.get_logger().setLevel(logging.ERROR)  # no per-batch "callback is slow" chatter
     tf.keras.utils.set_random_seed(config["seed"] + rank)
     batch = config["batch_size"]
     train = _shard_dataset(config, config["train_url"], rank, size, batch, shuffle=True)
