@@ -163,6 +163,57 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     return figures
 
 
+def run_predict(args: argparse.Namespace) -> str:
+    """Score an unlabelled CSV into a Kaggle submission (``id,Class_1,…``), written atomically."""
+    import json
+
+    import numpy as np
+    from pyspark.ml import PipelineModel
+
+    from . import store
+    from .estimator import HorovodKerasModel
+    from .features import apply_preprocessing
+    from .ingest import load_csv
+    from .spark import get_spark
+
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not args.overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite to replace it.")
+    spark = get_spark(args.master)
+    fs = store.HadoopFs(spark)
+    data = store.to_url(args.data)
+    if not store.is_committed(fs, data):
+        raise InputError(f"{args.data}: not a complete prepared folder (no _SUCCESS); "
+                         "run 'hvd-otto prepare' first.")
+    meta = json.loads(fs.read_text(store.join(data, "metadata.json")))
+    model = HorovodKerasModel.load(args.model)
+    frame = load_csv(spark, args.test, meta["id_col"], meta["label_col"], require_label=False)
+    features = [c for c in frame.columns if c not in ("_line", meta["id_col"], meta["label_col"])]
+    if features != meta["feature_cols"]:
+        missing = sorted(set(meta["feature_cols"]) - set(features))
+        extra = sorted(set(features) - set(meta["feature_cols"]))
+        raise InputError(f"{args.test}, line 1 (header): feature columns differ from the "
+                         f"model's (missing: {missing[:10]}, unexpected: {extra[:10]}).")
+    preprocessing = PipelineModel.load(store.join(data, "preprocessing"))
+    scored = model.transform(apply_preprocessing(preprocessing, frame))
+    result = scored.select("_line", meta["id_col"], "probability").toPandas()
+    result = result.sort_values("_line")
+    probs = np.stack(result["probability"].map(lambda v: v.toArray()))
+    import pandas as pd
+
+    submission = pd.DataFrame(probs, columns=meta["labels"])
+    submission.insert(0, meta["id_col"], result[meta["id_col"]].to_numpy())
+    tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    try:
+        submission.to_csv(tmp, index=False, float_format="%.6f")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {len(submission):,} rows × {len(meta['labels'])} class probabilities to {out}")
+    return out
+
+
 def run_demo(args: argparse.Namespace) -> None:
     """The README's main command: prepare, train (2 ranks), evaluate, save on synthetic data."""
     started = time.perf_counter()
@@ -212,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     _add_spark_args(p)
     p.set_defaults(func=run_evaluate)
+
+    p = sub.add_parser("predict", help="a Kaggle submission CSV from an unlabelled CSV",
+                       description="Unlabelled CSV + saved model → id,Class_1,… probabilities.")
+    p.add_argument("--test", required=True, help="unlabelled CSV (Kaggle's test.csv)")
+    p.add_argument("--data", required=True,
+                   help="the prepared folder whose preprocessing the model was trained on")
+    p.add_argument("--model", required=True, help="a saved model folder")
+    p.add_argument("--out", required=True, help="submission CSV to write (local path)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    _add_spark_args(p)
+    p.set_defaults(func=run_predict)
 
     p = sub.add_parser("demo", help="run the whole job on the embedded synthetic data",
                        description="The whole job on the embedded Otto-shaped synthetic data.")
