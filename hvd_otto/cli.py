@@ -113,14 +113,13 @@ def run_train(args: argparse.Namespace):
     """Train on a prepared folder's train split and save the model atomically."""
     from . import store
     from .estimator import HorovodKerasEstimator
+    from .ingest import read_prepared_metadata
     from .spark import get_spark
 
     spark = get_spark(args.master)
     fs = store.HadoopFs(spark)
     data = store.to_url(args.data)
-    if not store.is_committed(fs, data):
-        raise InputError(f"{args.data}: not a complete prepared folder (no _SUCCESS); "
-                         "run 'hvd-otto prepare' first.")
+    read_prepared_metadata(fs, args.data)
     model_url = store.to_url(args.model)
     store.check_output(fs, model_url, args.overwrite)
     est = HorovodKerasEstimator(numProc=args.num_proc, epochs=args.epochs,
@@ -145,12 +144,13 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     from . import store
     from .estimator import HorovodKerasModel
     from .evaluate import evaluate, format_report
+    from .ingest import read_prepared_metadata
     from .spark import get_spark
 
     spark = get_spark(args.master)
     fs = store.HadoopFs(spark)
     data = store.to_url(args.data)
-    meta = json.loads(fs.read_text(store.join(data, "metadata.json")))
+    meta = read_prepared_metadata(fs, args.data)
     model = HorovodKerasModel.load(args.model)
     scored = model.transform(spark.read.parquet(store.join(data, args.split))).cache()
     figures = evaluate(scored, meta["labels"])
@@ -165,15 +165,15 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
 def run_predict(args: argparse.Namespace) -> str:
     """Score an unlabelled CSV into a Kaggle submission (``id,Class_1,…``), written atomically."""
-    import json
 
     import numpy as np
+    import pandas as pd
     from pyspark.ml import PipelineModel
 
     from . import store
     from .estimator import HorovodKerasModel
     from .features import apply_preprocessing
-    from .ingest import load_csv
+    from .ingest import check_feature_columns, load_csv, read_prepared_metadata
     from .spark import get_spark
 
     out = os.path.abspath(args.out)
@@ -182,25 +182,16 @@ def run_predict(args: argparse.Namespace) -> str:
     spark = get_spark(args.master)
     fs = store.HadoopFs(spark)
     data = store.to_url(args.data)
-    if not store.is_committed(fs, data):
-        raise InputError(f"{args.data}: not a complete prepared folder (no _SUCCESS); "
-                         "run 'hvd-otto prepare' first.")
-    meta = json.loads(fs.read_text(store.join(data, "metadata.json")))
+    meta = read_prepared_metadata(fs, args.data)
     model = HorovodKerasModel.load(args.model)
     frame = load_csv(spark, args.test, meta["id_col"], meta["label_col"], require_label=False)
     features = [c for c in frame.columns if c not in ("_line", meta["id_col"], meta["label_col"])]
-    if features != meta["feature_cols"]:
-        missing = sorted(set(meta["feature_cols"]) - set(features))
-        extra = sorted(set(features) - set(meta["feature_cols"]))
-        raise InputError(f"{args.test}, line 1 (header): feature columns differ from the "
-                         f"model's (missing: {missing[:10]}, unexpected: {extra[:10]}).")
+    check_feature_columns(args.test, features, meta["feature_cols"])
     preprocessing = PipelineModel.load(store.join(data, "preprocessing"))
     scored = model.transform(apply_preprocessing(preprocessing, frame))
     result = scored.select("_line", meta["id_col"], "probability").toPandas()
     result = result.sort_values("_line")
     probs = np.stack(result["probability"].map(lambda v: v.toArray()))
-    import pandas as pd
-
     submission = pd.DataFrame(probs, columns=meta["labels"])
     submission.insert(0, meta["id_col"], result[meta["id_col"]].to_numpy())
     tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp-{os.getpid()}")

@@ -323,6 +323,27 @@ def prepare(
     return PrepareResult(out_url, metadata, time.perf_counter() - started)
 
 
+def check_feature_columns(display: str, found, expected) -> None:
+    """A file scored with a fitted model must have the training file's feature columns."""
+    if list(found) != list(expected):
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        raise InputError(
+            f"{display}, line 1 (header): feature columns differ from the training file"
+            f" (missing: {missing[:10]}, unexpected: {extra[:10]}); use a file with the"
+            " same feature columns in the same order."
+        )
+
+
+def read_prepared_metadata(fs: store.HadoopFs, path: str) -> dict:
+    """The ``metadata.json`` of a committed ``prepare`` output, or a clear error."""
+    url = store.to_url(path)
+    if not store.is_committed(fs, url):
+        raise InputError(f"{path}: not a complete prepared folder (no _SUCCESS); "
+                         "run 'hvd-otto prepare' first.")
+    return json.loads(fs.read_text(store.join(url, "metadata.json")))
+
+
 def _handle_bad_rows(parsed: ParsedCsv, policy: str, staging: str, name: str, out: str) -> int:
     """Fail with one clear error, or write bad rows to ``rejected/<name>``; return their count."""
     if parsed.bad == 0:
@@ -344,14 +365,7 @@ def _prepare_test(spark, fs, test, model, train_schema, staging, bad_rows, row_g
     url, display = stage_source(fs, test, scratch)
     parsed = read_csv(spark, url, display, train_schema.id_col, train_schema.label_col,
                       require_label=False)
-    if parsed.schema.feature_cols != train_schema.feature_cols:
-        missing = sorted(set(train_schema.feature_cols) - set(parsed.schema.feature_cols))
-        extra = sorted(set(parsed.schema.feature_cols) - set(train_schema.feature_cols))
-        raise InputError(
-            f"{display}, line 1 (header): feature columns differ from the training file"
-            f" (missing: {missing[:10]}, unexpected: {extra[:10]}); use a test file with the"
-            " same feature columns in the same order."
-        )
+    check_feature_columns(display, parsed.schema.feature_cols, train_schema.feature_cols)
     rejected = _handle_bad_rows(parsed, bad_rows, staging, "test", out)
     frame = to_petastorm_frame(apply_preprocessing(model, parsed.good_rows), row_groups,
                                label_col=None, id_col=train_schema.id_col)
