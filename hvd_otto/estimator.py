@@ -250,6 +250,9 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             raise InputError(f"storePath {store_url}: the ranks write checkpoints with local file "
                              "I/O; use a local or shared (NFS) path, or file://.")
         row_groups = num_proc * 4
+        # One evaluation of the upstream plan feeds both splits (randomSplit on a recomputed,
+        # non-deterministic plan could overlap or lose rows).
+        dataset = dataset.persist()
         val_col = self.getValidationCol()
         if val_col:
             is_val = F.col(val_col).cast("boolean")
@@ -265,6 +268,7 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         if val_df is not None:
             val_url = store.join(run_url, "data", "validation")
             to_petastorm_frame(val_df, row_groups, features, label).write.parquet(val_url)
+        dataset.unpersist()
         n_features = len(spark.read.parquet(train_url).first()["features"])
 
         config = {
@@ -283,16 +287,17 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         digests = {r["digest"] for r in results}
         if len(digests) != 1:
             raise RuntimeError(f"ranks ended with different weights {digests}; training diverged")
-        chief = next(r for r in results if r["rank"] == 0)
+        results = sorted(results, key=lambda r: r["rank"])
+        chief = results[0]
         first_batch = min(r["first_batch_time"] for r in results if r["first_batch_time"])
         summary = {
             "run": run_url, "num_proc": num_proc, "n_features": n_features,
             "n_classes": n_classes, "best_epoch": chief["best_epoch"],
             "launch_seconds": first_batch - fit_started,
             "fit_seconds": time.time() - fit_started,
-            "devices": [r["device"] for r in sorted(results, key=lambda r: r["rank"])],
-            "shard_rows": [r["shard_rows"] for r in sorted(results, key=lambda r: r["rank"])],
-            "rank_digests": [r["digest"] for r in sorted(results, key=lambda r: r["rank"])],
+            "devices": [r["device"] for r in results],
+            "shard_rows": [r["shard_rows"] for r in results],
+            "rank_digests": [r["digest"] for r in results],
         }
         with open(os.path.join(run_dir, "history.json"), "w") as f:
             json.dump({"history": chief["history"], **summary}, f, indent=1)
