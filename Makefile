@@ -11,7 +11,7 @@ HOROVOD_VERSION := 0.28.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test test-fast check-build clean docker-test
+.PHONY: setup demo test check-build clean
 
 setup: $(STAMP)/project
 
