@@ -143,7 +143,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
     from . import store
     from .estimator import HorovodKerasModel
-    from .evaluate import evaluate, format_report
+    from .evaluate import evaluate, format_report, save_plots
     from .ingest import read_prepared_metadata
     from .spark import get_spark
 
@@ -160,6 +160,10 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     if args.out:
         fs.write_text(store.to_url(args.out), json.dumps(figures, indent=2))
         print(f"figures written to {args.out}")
+        folder = store.local_path(store.to_url(args.out))
+        if folder:
+            for path in save_plots(figures, model.getHistory(), os.path.dirname(folder)):
+                print(f"plot written to {path}")
     return figures
 
 
@@ -251,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder written by 'hvd-otto prepare'")
     p.add_argument("--model", required=True, help="a saved model folder")
     p.add_argument("--split", default="validation", help="split to score (default validation)")
-    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--out", default=None, help="write the figures as JSON here (and, for a "
+                   "local path, confusion_matrix.png and learning_curve.png beside it)")
     _add_spark_args(p)
     p.set_defaults(func=run_evaluate)
 

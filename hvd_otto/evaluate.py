@@ -51,3 +51,46 @@ def format_report(figures: dict) -> str:
     for name, c in figures["per_class"].items():
         lines.append(f"  {name:<12}{c['precision']:>10.3f}{c['recall']:>8.3f}{c['support']:>9,}")
     return "\n".join(lines)
+
+
+def save_plots(figures: dict, history: list[dict], folder: str) -> list[str]:
+    """Write ``confusion_matrix.png`` and ``learning_curve.png`` into a local folder."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    matrix = np.asarray(figures["confusion_matrix"], dtype=float)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(figures["labels"])), figures["labels"], rotation=45, ha="right")
+    ax.set_yticks(range(len(figures["labels"])), figures["labels"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"log loss {figures['log_loss']:.4f}, accuracy {figures['accuracy']:.4f}")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "confusion_matrix.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    if history:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        epochs = [h["epoch"] for h in history]
+        for key in ("loss", "val_loss"):
+            if key in history[0]:
+                ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("log loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(os.path.join(folder, "learning_curve.png"))
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths

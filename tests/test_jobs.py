@@ -54,6 +54,8 @@ def test_cli_prepare_train_evaluate_predict_end_to_end(spark, tmp_path, capsys):
                  "--out", str(tmp_path / "metrics.json")]) == 0
     figures = json.loads((tmp_path / "metrics.json").read_text())
     assert abs(figures["rows"] - 300) <= 9 and 0 < figures["log_loss"] < 2.2  # 20% of 1,500
+    for png in ("confusion_matrix.png", "learning_curve.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["predict", "--test", str(tmp_path / "test.csv"), "--data", str(data),
                  "--model", str(model), "--out", str(sub)]) == 0
     submission = pd.read_csv(sub)
