@@ -414,8 +414,9 @@ def task_slots(sc) -> int:
 
 def check_task_slots(sc, num_proc: int, timeout: float) -> None:
     """horovod.spark.run needs ``num_proc`` tasks at once; fail clearly instead of waiting."""
-    deadline = time.monotonic() + min(timeout, 30)
     slots = task_slots(sc)
+    # Only a cluster gains slots while executors register; local mode has what it has.
+    deadline = time.monotonic() + (0 if sc.master.startswith("local") else min(timeout, 30))
     while slots < num_proc and time.monotonic() < deadline:
         time.sleep(1)  # executors of a cluster may still be registering
         slots = task_slots(sc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Sequence
@@ -89,12 +88,3 @@ def model_from_bytes(data: bytes):
         with open(path, "wb") as f:
             f.write(data)
         return tf.keras.models.load_model(path, compile=False, safe_mode=True)
-
-
-def model_json_is_valid(text: str) -> bool:
-    """Quick check that a user model config is JSON (the full check happens in the ranks)."""
-    try:
-        json.loads(text)
-        return True
-    except ValueError:
-        return False

@@ -143,7 +143,7 @@ def _train(config: dict) -> dict:
     if config["patience"] > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor=monitor, patience=config["patience"], min_delta=1e-3))
-    with train["reader"], (val["reader"] if val else _nullcontext()):
+    with train["reader"], (val["reader"] if val else contextlib.nullcontext()):
         model.fit(train["dataset"], steps_per_epoch=train["steps"], epochs=config["epochs"],
                   validation_data=val["dataset"] if val else None,
                   validation_steps=val["steps"] if val else None,
@@ -175,14 +175,6 @@ def _average_non_trainable(model) -> None:
         variable.assign(hvd_tf.allreduce(variable, op=hvd_tf.Average, name=f"non_trainable_{i}"))
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _shard_dataset(config, url, rank, size, batch, shuffle):
     """A repeating tf.data pipeline over this rank's shard, in memory when it fits."""
     import horovod.tensorflow as hvd_tf
@@ -192,13 +184,13 @@ def _shard_dataset(config, url, rank, size, batch, shuffle):
     rows = count_shard(url, rank, size)
     all_rows = hvd_tf.allgather_object(rows, name=f"rows-{url.rsplit('/', 1)[-1]}")
     steps = steps_for(all_rows, batch)
-    bytes_needed = rows * config["n_features"] * 4
-    if bytes_needed <= config["cache_limit_bytes"]:
+    in_memory = rows * config["n_features"] * 4 <= config["cache_limit_bytes"]
+    if in_memory:
         data = read_shard(url, rank, size)
         x = data["features"].astype(np.float32, copy=False)
         y = data["label"].astype(np.int32, copy=False)
         ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-        reader = _nullcontext()
+        reader = contextlib.nullcontext()
     else:
         from petastorm import make_batch_reader
         from petastorm.tf_utils import make_petastorm_dataset
@@ -212,7 +204,7 @@ def _shard_dataset(config, url, rank, size, batch, shuffle):
         ds = ds.shuffle(min(rows, 20000), seed=config["seed"] + rank)
     ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
     if rank == 0:
-        mode = "in memory" if isinstance(reader, _nullcontext) else "streamed"
+        mode = "in memory" if in_memory else "streamed"
         print(f"rank 0: {url.rsplit('/', 1)[-1]} shards {all_rows} rows, {steps} steps of "
               f"{batch} per rank, {mode}", flush=True)
     return {"dataset": ds, "steps": steps, "rows": rows, "reader": reader}
