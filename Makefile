@@ -26,7 +26,9 @@ $(STAMP)/stack: $(STAMP)/venv requirements.txt
 	@touch $@
 
 # Horovod 0.28.1 from source with TensorFlow + Gloo; pip's wheel cache makes a rebuild instant.
+# The venv's bin comes first on PATH: cmake comes from pip (requirements.txt), not the system.
 $(STAMP)/horovod: $(STAMP)/stack
+	PATH="$(abspath $(BIN)):$$PATH" \
 	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
 	$(BIN)/python -m pip install --quiet --no-build-isolation horovod==$(HOROVOD_VERSION)

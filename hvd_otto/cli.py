@@ -10,14 +10,40 @@ import sys
 import tempfile
 import time
 
+from .estimator import TrainingError
 from .schema import InputError
 
 log = logging.getLogger("hvd_otto")
 
 
+DISCOVERY_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "jobs", "gpu_discovery.sh")
+
+
 def _add_spark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--master", default=None,
                    help="Spark master when not run by spark-submit (default local[*])")
+    p.add_argument("--executor-gpus", type=int, default=0,
+                   help="GPUs per executor; each rank and scoring task then holds one "
+                        "(sets spark.executor/task.resource.gpu.amount; default 0: CPU)")
+    p.add_argument("--gpu-discovery-script", default=None,
+                   help="Spark GPU discovery script on the executors' hosts (default: "
+                        "jobs/gpu_discovery.sh of this checkout when it exists)")
+
+
+def spark_from_args(args: argparse.Namespace):
+    """The SparkSession of a command, with the GPU settings its options ask for."""
+    from .devices import spark_gpu_conf
+    from .spark import get_spark
+
+    gpus = getattr(args, "executor_gpus", 0)
+    script = getattr(args, "gpu_discovery_script", None) or (
+        DISCOVERY_SCRIPT if os.path.exists(DISCOVERY_SCRIPT) else None)
+    try:
+        conf = spark_gpu_conf(gpus, script)
+    except ValueError as err:
+        raise InputError(f"--executor-gpus: {err}") from None
+    return get_spark(getattr(args, "master", None), conf=conf)
 
 
 def _add_prepare_args(p: argparse.ArgumentParser) -> None:
@@ -50,7 +76,6 @@ def _add_prepare_args(p: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace) -> dict:
     """Run ``prepare`` from parsed arguments and print its summary; returns the metadata."""
     from .ingest import prepare
-    from .spark import get_spark
     from . import synthetic
 
     tmp = None
@@ -63,7 +88,7 @@ def run_prepare(args: argparse.Namespace) -> dict:
             train = synthetic.write_csv(os.path.join(tmp, "synthetic_train.csv"), rows, args.seed)
         elif args.rows:
             raise InputError("--rows only applies with --synthetic.")
-        spark = get_spark(args.master)
+        spark = spark_from_args(args)
         print(f"preparing {train} → {args.out}")
         result = prepare(
             spark, train, args.out, test=args.test, id_col=args.id_col,
@@ -106,128 +131,201 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default="adam", help="adam (default), sgd, adadelta, rmsprop")
     p.add_argument("--gpus", choices=("auto", "true", "false"), default="auto",
                    help="use GPUs: auto (default) uses them when TensorFlow sees one")
-    p.add_argument("--store", default=None, help="folder for run data and checkpoints")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="train in mixed_float16 (only worth it on GPUs with tensor cores)")
+    p.add_argument("--store", default=None,
+                   help="folder for run data, checkpoints and history (default: a temporary "
+                        "folder, removed after training)")
+
+
+def make_estimator(args: argparse.Namespace):
+    """A HorovodKerasEstimator from the training options of the command line."""
+    from .estimator import HorovodKerasEstimator
+
+    est = HorovodKerasEstimator(numProc=args.num_proc, epochs=args.epochs,
+                                batchSize=args.batch_size, optimizer=args.optimizer,
+                                useGpu=args.gpus, mixedPrecision=args.mixed_precision)
+    if args.store:
+        est.setStorePath(args.store)
+    if args.learning_rate:
+        est.setLearningRate(args.learning_rate)
+    return est
 
 
 def run_train(args: argparse.Namespace):
-    """Train on a prepared folder's train split and save the model atomically."""
-    from . import store
-    from .estimator import HorovodKerasEstimator
-    from .ingest import read_prepared_metadata
-    from .spark import get_spark
+    """Train on a prepared folder (or a raw CSV) and save the whole PipelineModel atomically.
 
-    spark = get_spark(args.master)
+    The saved model holds the fitted preprocessing followed by the Keras model, so it scores
+    raw CSV columns ('evaluate --test', 'predict').
+    """
+    from pyspark.ml import PipelineModel
+
+    from . import store
+    from .ingest import load_csv, read_prepared_metadata
+    from .pipeline import build_pipeline, save_model
+
+    spark = spark_from_args(args)
     fs = store.HadoopFs(spark)
-    data = store.to_url(args.data)
-    read_prepared_metadata(fs, args.data)
     model_url = store.to_url(args.model)
     store.check_output(fs, model_url, args.overwrite)
-    est = HorovodKerasEstimator(numProc=args.num_proc, epochs=args.epochs,
-                                batchSize=args.batch_size, optimizer=args.optimizer,
-                                useGpu=args.gpus, storePath=args.store)
-    if args.learning_rate:
-        est.setLearningRate(args.learning_rate)
-    print(f"training on {args.num_proc} ranks: {args.data}/train")
-    model = est.fit(spark.read.parquet(store.join(data, "train")))
+    est = make_estimator(args)
+    if args.data:
+        data = store.to_url(args.data)
+        read_prepared_metadata(fs, args.data)
+        print(f"training on {args.num_proc} ranks: {args.data}/train")
+        keras = est.fit(spark.read.parquet(store.join(data, "train")))
+        preprocessing = PipelineModel.load(store.join(data, "preprocessing"))
+        model = PipelineModel(stages=[*preprocessing.stages, keras])
+    else:
+        frame = load_csv(spark, args.train, args.id_col, args.label_col)
+        features = [c for c in frame.columns if c not in ("_line", args.id_col, args.label_col)]
+        print(f"training on {args.num_proc} ranks: {args.train} (preprocessing fitted on it)")
+        model = build_pipeline(features, args.label_col, args.transform, est).fit(frame)
+        keras = model.stages[-1]
     with store.atomic_dir(fs, model_url, args.overwrite) as staging:
-        model.write().save(staging)
-    summary = model.getSummary()
-    print(f"trained {len(model.getHistory())} epochs (best {summary['best_epoch']}) in "
+        save_model(fs, model, staging)
+    summary = keras.getSummary()
+    print(f"trained {len(keras.getHistory())} epochs (best {summary['best_epoch']}) in "
           f"{summary['fit_seconds']:.1f} s; model saved to {model_url}")
     return model
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    """Score a prepared split with a saved model and print/save the figures."""
-    import json
-
+    """Score a labelled CSV (or a prepared split) with a saved model; print and save figures."""
     from . import store
-    from .estimator import HorovodKerasModel
-    from .evaluate import evaluate, format_report, save_plots
+    from .evaluate import evaluate, format_report
     from .ingest import read_prepared_metadata
-    from .spark import get_spark
+    from .scoring import evaluate_frame, load_model, read_csv_for_model, write_evaluation
 
-    spark = get_spark(args.master)
+    spark = spark_from_args(args)
     fs = store.HadoopFs(spark)
-    data = store.to_url(args.data)
-    meta = read_prepared_metadata(fs, args.data)
-    model = HorovodKerasModel.load(args.model)
-    scored = model.transform(spark.read.parquet(store.join(data, args.split))).cache()
-    figures = evaluate(scored, meta["labels"])
-    scored.unpersist()
-    print(f"{args.split} split of {args.data}:")
+    out_url = store.to_url(args.out) if args.out else None
+    if out_url:
+        store.check_output(fs, out_url, args.overwrite)
+    model = load_model(spark, args.model)
+    if args.test:
+        frame = read_csv_for_model(spark, model, args.test, args.id_col, require_label=True)
+        figures = evaluate_frame(model, frame)
+        source = args.test
+    else:
+        data = store.to_url(args.data)
+        meta = read_prepared_metadata(fs, args.data)
+        if meta["feature_cols"] != model.feature_cols:
+            raise InputError(f"{args.data} was prepared with other feature columns than the "
+                             f"model {args.model} was trained on; score a CSV with --test.")
+        scored = model.keras_stage.transform(spark.read.parquet(store.join(data, args.split)))
+        figures = evaluate(scored.cache(), model.labels)
+        source = f"the {args.split} split of {args.data}"
+    print(f"{source}:")
     print(format_report(figures))
-    if args.out:
-        fs.write_text(store.to_url(args.out), json.dumps(figures, indent=2))
-        print(f"figures written to {args.out}")
-        folder = store.local_path(store.to_url(args.out))
-        if folder:
-            for path in save_plots(figures, model.getHistory(), os.path.dirname(folder)):
-                print(f"plot written to {path}")
+    if out_url:
+        with store.atomic_dir(fs, out_url, args.overwrite) as staging:
+            written = write_evaluation(fs, staging, figures, model.keras_stage.getHistory())
+        for path in written:
+            print(f"wrote {out_url}/{path.rsplit('/', 1)[1]}")
     return figures
 
 
 def run_predict(args: argparse.Namespace) -> str:
     """Score an unlabelled CSV into a Kaggle submission (``id,Class_1,…``), written atomically."""
-
-    import numpy as np
-    import pandas as pd
-    from pyspark.ml import PipelineModel
-
     from . import store
-    from .estimator import HorovodKerasModel
-    from .features import apply_preprocessing
-    from .ingest import check_feature_columns, load_csv, read_prepared_metadata
-    from .spark import get_spark
+    from .scoring import load_model, read_csv_for_model, submission_frame, write_csv_atomically
 
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not args.overwrite:
-        raise InputError(f"{out} already exists; pass --overwrite to replace it.")
-    spark = get_spark(args.master)
+    spark = spark_from_args(args)
     fs = store.HadoopFs(spark)
-    data = store.to_url(args.data)
-    meta = read_prepared_metadata(fs, args.data)
-    model = HorovodKerasModel.load(args.model)
-    frame = load_csv(spark, args.test, meta["id_col"], meta["label_col"], require_label=False)
-    features = [c for c in frame.columns if c not in ("_line", meta["id_col"], meta["label_col"])]
-    check_feature_columns(args.test, features, meta["feature_cols"])
-    preprocessing = PipelineModel.load(store.join(data, "preprocessing"))
-    scored = model.transform(apply_preprocessing(preprocessing, frame))
-    result = scored.select("_line", meta["id_col"], "probability").toPandas()
-    result = result.sort_values("_line")
-    probs = np.stack(result["probability"].map(lambda v: v.toArray()))
-    submission = pd.DataFrame(probs, columns=meta["labels"])
-    submission.insert(0, meta["id_col"], result[meta["id_col"]].to_numpy())
-    tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp-{os.getpid()}")
-    try:
-        submission.to_csv(tmp, index=False, float_format="%.6f")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    print(f"wrote {len(submission):,} rows × {len(meta['labels'])} class probabilities to {out}")
-    return out
+    out_url = store.to_url(args.out)
+    store.check_output(fs, out_url, args.overwrite)
+    model = load_model(spark, args.model)
+    frame = read_csv_for_model(spark, model, args.test, args.id_col, require_label=False)
+    submission = submission_frame(model, frame, args.id_col)
+    write_csv_atomically(fs, submission, out_url, args.overwrite)
+    print(f"wrote {len(submission):,} rows × {len(model.labels)} class probabilities to {out_url}")
+    return out_url
 
 
-def run_demo(args: argparse.Namespace) -> None:
-    """The README's main command: prepare, train (2 ranks), evaluate, save on synthetic data."""
+def run_pipeline(args: argparse.Namespace):
+    """The seed's flow in one job: CSV → fit → holdout evaluation → saved model → submission."""
+    from .evaluate import format_report
+    from .pipeline import run_pipeline as pipeline
+
+    spark = spark_from_args(args)
+    print(f"pipeline: {args.train} → {args.out} ({args.num_proc} ranks)")
+    result = pipeline(spark, args.train, args.out, make_estimator(args), test=args.test,
+                      id_col=args.id_col, label_col=args.label_col, bad_rows=args.bad_rows,
+                      holdout=args.holdout, transform=args.transform, seed=args.seed,
+                      overwrite=args.overwrite, job=getattr(args, "job", "pipeline"))
+    summary = result.summary
+    print(f"trained {summary['epochs']} epochs (best {summary['best_epoch']}) on "
+          f"{summary['num_proc']} ranks in {summary['fit_seconds']:.1f} s")
+    if result.figures:
+        print(f"holdout ({args.holdout:.0%} of {args.train}):")
+        print(format_report(result.figures))
+    rejected = sum(summary["rows"]["rejected"].values())
+    if rejected:
+        print(f"{rejected:,} bad row(s) quarantined in {result.out}/rejected/")
+    if args.test:
+        print(f"submission: {result.out}/submission.csv ({summary['submission_rows']:,} rows)")
+    print(f"model: {result.out}/model   figures: {result.out}/metrics.json and PNGs")
+    return result
+
+
+def run_demo(args: argparse.Namespace):
+    """The README's main command: the pipeline job on embedded synthetic data (2 ranks)."""
+    from . import store, synthetic
+    from .pipeline import previous_job
+
     started = time.perf_counter()
     out = os.path.abspath(args.out or os.path.join(os.getcwd(), "hvd-otto-demo"))
-    data, model = os.path.join(out, "data"), os.path.join(out, "model")
-    run_prepare(argparse.Namespace(
-        train=None, synthetic=True, rows=args.rows, test=None, out=data, id_col="id",
-        label_col="target", bad_rows="fail", validation=0.2, transform="log1p", seed=args.seed,
-        row_groups=24, overwrite=True, master=args.master))
-    run_train(argparse.Namespace(
-        data=data, model=model, num_proc=args.num_proc, epochs=args.epochs, batch_size=128,
-        learning_rate=None, optimizer="adam", gpus="auto", store=os.path.join(out, "store"),
-        overwrite=True, master=args.master))
-    run_evaluate(argparse.Namespace(data=data, model=model, split="validation",
-                                    out=os.path.join(out, "metrics.json"), master=args.master))
+    overwrite = args.overwrite
+    if os.path.exists(out) and not overwrite:
+        # A previous demo's output is replaced; anything else is left alone.
+        if previous_job(store.HadoopFs(spark_from_args(args)), store.to_url(out)) != "demo":
+            raise InputError(f"{out} exists and is not the output of an earlier demo; pass "
+                             "--overwrite to replace it, or --out to write elsewhere.")
+        overwrite = True
+    tmp = tempfile.mkdtemp(prefix="hvd-otto-demo-")
+    try:
+        rows = args.rows or synthetic.OTTO_ROWS
+        print(f"generating {rows:,} training rows and {rows // 10:,} test rows of Otto-shaped "
+              f"synthetic data (seed {args.seed}) in {tmp}")
+        train = synthetic.write_csv(os.path.join(tmp, "train.csv"), rows, args.seed)
+        test = synthetic.generate(rows // 10, args.seed + 1).drop(columns=["target"])
+        test.to_csv(os.path.join(tmp, "test.csv"), index=False)
+        run_pipeline(argparse.Namespace(
+            train=train, test=os.path.join(tmp, "test.csv"), out=out, id_col="id",
+            label_col="target", bad_rows="fail", holdout=0.2, transform="log1p",
+            seed=args.seed, overwrite=overwrite, master=args.master, num_proc=args.num_proc,
+            epochs=args.epochs, batch_size=128, learning_rate=None, optimizer="adam",
+            gpus="auto", mixed_precision=False, store=None, job="demo",
+            executor_gpus=args.executor_gpus, gpu_discovery_script=args.gpu_discovery_script))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"demo finished in {time.perf_counter() - started:.1f} s; results in {out}")
 
 
+def run_tests(args: argparse.Namespace) -> int:
+    """Run the project's test suite (a source checkout or the Docker image)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tests = os.path.join(root, "tests")
+    if not os.path.isdir(tests):
+        raise InputError(f"no tests/ folder beside the package ({root}); 'hvd-otto test' runs "
+                         "from a source checkout or the Docker image.")
+    import pytest
+
+    os.chdir(root)
+    return pytest.main([tests, *args.pytest_args])
+
+
+def _add_csv_role_args(p: argparse.ArgumentParser, label: bool = True) -> None:
+    p.add_argument("--id-col", default="id", help="id column (default id; not a feature)")
+    if label:
+        p.add_argument("--label-col", default="target", help="label column (default target)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .features import TRANSFORMS
+    from .ingest import BAD_ROW_POLICIES
+
     parser = argparse.ArgumentParser(
         prog="hvd-otto",
         description="Horovod-on-Spark training pipeline for Otto-shaped data.",
@@ -241,45 +339,86 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spark_args(p)
     p.set_defaults(func=run_prepare)
 
-    p = sub.add_parser("train", help="train on prepared Parquet with Horovod ranks",
-                       description="Prepared Parquet → a model trained by N Horovod ranks.")
-    p.add_argument("--data", required=True, help="folder written by 'hvd-otto prepare'")
+    p = sub.add_parser("train", help="train with Horovod ranks and save the model",
+                       description="Prepared Parquet (or a CSV) → a PipelineModel (preprocessing "
+                                   "+ Keras model) trained by N Horovod ranks.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder written by 'hvd-otto prepare'")
+    src.add_argument("--train", help="labelled CSV; the preprocessing is fitted on it")
     p.add_argument("--model", required=True, help="where to save the trained model")
+    _add_csv_role_args(p)
+    p.add_argument("--transform", choices=TRANSFORMS, default="log1p",
+                   help="count transform with --train (default log1p)")
     _add_train_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing model")
     _add_spark_args(p)
     p.set_defaults(func=run_train)
 
-    p = sub.add_parser("evaluate", help="log loss, accuracy and per-class figures",
-                       description="Score a prepared split with a saved model.")
-    p.add_argument("--data", required=True, help="folder written by 'hvd-otto prepare'")
+    p = sub.add_parser("evaluate", help="log loss, accuracy, per-class figures and plots",
+                       description="Score labelled data with a saved model: log loss, accuracy, "
+                                   "per-class precision/recall, confusion matrix.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--test", help="labelled CSV (same columns as the training file)")
+    src.add_argument("--data", help="folder written by 'hvd-otto prepare' (with --split)")
+    p.add_argument("--split", default="validation", help="split of --data (default validation)")
     p.add_argument("--model", required=True, help="a saved model folder")
-    p.add_argument("--split", default="validation", help="split to score (default validation)")
-    p.add_argument("--out", default=None, help="write the figures as JSON here (and, for a "
-                   "local path, confusion_matrix.png and learning_curve.png beside it)")
+    p.add_argument("--out", default=None, help="folder for metrics.json, confusion_matrix.png "
+                   "and learning_curve.png")
+    _add_csv_role_args(p, label=False)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _add_spark_args(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser("predict", help="a Kaggle submission CSV from an unlabelled CSV",
                        description="Unlabelled CSV + saved model → id,Class_1,… probabilities.")
     p.add_argument("--test", required=True, help="unlabelled CSV (Kaggle's test.csv)")
-    p.add_argument("--data", required=True,
-                   help="the prepared folder whose preprocessing the model was trained on")
     p.add_argument("--model", required=True, help="a saved model folder")
-    p.add_argument("--out", required=True, help="submission CSV to write (local path)")
+    p.add_argument("--out", required=True, help="submission CSV to write (path or URL)")
+    _add_csv_role_args(p, label=False)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     _add_spark_args(p)
     p.set_defaults(func=run_predict)
 
-    p = sub.add_parser("demo", help="run the whole job on the embedded synthetic data",
-                       description="The whole job on the embedded Otto-shaped synthetic data.")
-    p.add_argument("--out", default=None, help="output folder (default ./hvd-otto-demo)")
+    p = sub.add_parser("pipeline", help="the whole flow: fit, evaluate, save, predict",
+                       description="CSV → fit the Pipeline (StringIndexer → VectorAssembler → "
+                                   "count transform → StandardScaler → Horovod Keras) → "
+                                   "evaluate on a stratified holdout → save the PipelineModel → "
+                                   "predict --test if given. OUT is committed atomically.")
+    p.add_argument("--train", required=True, help="labelled CSV (.csv, .csv.gz, local .zip)")
+    p.add_argument("--test", default=None, help="unlabelled CSV to predict into submission.csv")
+    p.add_argument("--out", required=True, help="output folder (path, file://, hdfs://)")
+    _add_csv_role_args(p)
+    p.add_argument("--bad-rows", choices=BAD_ROW_POLICIES, default="fail",
+                   help="fail (default) stops at bad rows; quarantine writes them to "
+                        "OUT/rejected/ and goes on")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="stratified holdout fraction for the evaluation (default 0.2; 0: none)")
+    p.add_argument("--transform", choices=TRANSFORMS, default="log1p",
+                   help="count transform before scaling (default log1p)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the holdout split")
+    _add_train_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_spark_args(p)
+    p.set_defaults(func=run_pipeline)
+
+    p = sub.add_parser("demo", help="run the pipeline job on embedded synthetic data",
+                       description="The pipeline job on embedded Otto-shaped synthetic data: "
+                                   "2 ranks, holdout figures, a saved model, a submission.")
+    p.add_argument("--out", default=None, help="output folder (default ./hvd-otto-demo; an "
+                   "earlier demo's output there is replaced)")
     p.add_argument("--rows", type=int, default=None, help="synthetic rows (default 61,878)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--num-proc", type=int, default=2, help="Horovod ranks (default 2)")
     p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    p.add_argument("--overwrite", action="store_true", help="replace any existing --out")
     _add_spark_args(p)
     p.set_defaults(func=run_demo)
+
+    p = sub.add_parser("test", help="run the test suite (source checkout or Docker image)",
+                       description="Run the project's pytest suite; extra arguments go to "
+                                   "pytest.")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments for pytest")
+    p.set_defaults(func=run_tests)
     return parser
 
 
@@ -290,14 +429,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        args.func(args)
+        status = args.func(args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -108,3 +108,36 @@ def spark_task_gpus() -> list[str]:
         return []
     resource = context.resources().get("gpu")
     return list(resource.addresses) if resource else []
+
+
+def allreduce_backend(nccl_built: bool, gloo_built: bool, on_gpu: bool) -> str:
+    """Which collective library Horovod uses for this rank's gradients.
+
+    Horovod allreduces GPU tensors with NCCL when it was built with
+    ``HOROVOD_GPU_OPERATIONS=NCCL``; everything else goes through Gloo (or MPI).
+    """
+    if on_gpu and nccl_built:
+        return "NCCL"
+    if gloo_built:
+        return "Gloo" + (" (GPU tensors staged through host memory: Horovod built without NCCL)"
+                         if on_gpu else "")
+    return "MPI"
+
+
+def spark_gpu_conf(executor_gpus: int, discovery_script: str | None) -> dict[str, str]:
+    """Spark confs that make each Horovod rank a task holding exactly one GPU.
+
+    ``executor_gpus`` GPUs per executor, one per task, found by ``discovery_script``
+    (``jobs/gpu_discovery.sh``). Zero returns no settings (CPU executors).
+    """
+    if executor_gpus < 0:
+        raise ValueError(f"executor GPUs must be >= 0, got {executor_gpus}")
+    if executor_gpus == 0:
+        return {}
+    conf = {
+        "spark.executor.resource.gpu.amount": str(executor_gpus),
+        "spark.task.resource.gpu.amount": "1",
+    }
+    if discovery_script:
+        conf["spark.executor.resource.gpu.discoveryScript"] = discovery_script
+    return conf

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -243,7 +244,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         n_classes = int(stats["max"]) + 1
 
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        store_url = store.to_url(self.getStorePath() or tempfile.mkdtemp(prefix="hvd-otto-store-"))
+        temp_store = None if self.getStorePath() else tempfile.mkdtemp(prefix="hvd-otto-store-")
+        store_url = store.to_url(self.getStorePath() or temp_store)
         run_url = store.join(store_url, "runs", run_id)
         run_dir = store.local_path(run_url)
         if run_dir is None:
@@ -283,10 +285,13 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             "cache_limit_bytes": self.getCacheLimitMb() * 1024 * 1024,
         }
         log.info("training on %d ranks, run folder %s", num_proc, run_url)
-        results = self._run_with_retries(config, num_proc)
+        try:
+            results = self._run_with_retries(config, num_proc)
+        finally:  # the Parquet copy is only for this fit; checkpoints and history stay
+            store.HadoopFs(spark).delete(store.join(run_url, "data"))
         digests = {r["digest"] for r in results}
         if len(digests) != 1:
-            raise RuntimeError(f"ranks ended with different weights {digests}; training diverged")
+            raise TrainingError(f"ranks ended with different weights {digests}; training diverged")
         results = sorted(results, key=lambda r: r["rank"])
         chief = results[0]
         first_batch = min(r["first_batch_time"] for r in results if r["first_batch_time"])
@@ -296,11 +301,15 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             "launch_seconds": first_batch - fit_started,
             "fit_seconds": time.time() - fit_started,
             "devices": [r["device"] for r in results],
+            "allreduce": sorted({r["allreduce"] for r in results}),
             "shard_rows": [r["shard_rows"] for r in results],
             "rank_digests": [r["digest"] for r in results],
         }
         with open(os.path.join(run_dir, "history.json"), "w") as f:
             json.dump({"history": chief["history"], **summary}, f, indent=1)
+        if temp_store:  # nobody asked to keep the run folder
+            shutil.rmtree(temp_store, ignore_errors=True)
+            summary["run"] = None
         model = HorovodKerasModel(model_bytes=chief["model"], history=chief["history"],
                                   summary=summary)
         self._copyValues(model)
@@ -328,11 +337,15 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                     log.warning("Horovod run failed (attempt %d of %d): %s; retrying", attempt,
                                 attempts, detail or err)
                     continue
-                raise RuntimeError(
+                raise TrainingError(
                     f"Horovod training failed after {attempt} attempt(s): {err}"
                     + (f"\n{detail}" if detail else "")
                 ) from err
         raise AssertionError("unreachable")
+
+
+class TrainingError(RuntimeError):
+    """Horovod training failed on every attempt; the message carries the ranks' errors."""
 
 
 class ProgressWatcher:

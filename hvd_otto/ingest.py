@@ -273,7 +273,7 @@ def prepare(
         url, display = stage_source(fs, train, scratch)
         log.info("reading %s", display)
         parsed = read_csv(spark, url, display, id_col, label_col, require_label=True)
-        rejected = {"train": _handle_bad_rows(parsed, bad_rows, staging, "train", out)}
+        rejected = {"train": handle_bad_rows(parsed, bad_rows, staging, "train", out)}
         good = parsed.good_rows
         train_df, val_df = stratified_split(good, label_col, validation, seed)
         log.info("fitting preprocessing on the training split")
@@ -344,7 +344,7 @@ def read_prepared_metadata(fs: store.HadoopFs, path: str) -> dict:
     return json.loads(fs.read_text(store.join(url, "metadata.json")))
 
 
-def _handle_bad_rows(parsed: ParsedCsv, policy: str, staging: str, name: str, out: str) -> int:
+def handle_bad_rows(parsed: ParsedCsv, policy: str, staging: str, name: str, out: str) -> int:
     """Fail with one clear error, or write bad rows to ``rejected/<name>``; return their count."""
     if parsed.bad == 0:
         return 0
@@ -366,7 +366,7 @@ def _prepare_test(spark, fs, test, model, train_schema, staging, bad_rows, row_g
     parsed = read_csv(spark, url, display, train_schema.id_col, train_schema.label_col,
                       require_label=False)
     check_feature_columns(display, parsed.schema.feature_cols, train_schema.feature_cols)
-    rejected = _handle_bad_rows(parsed, bad_rows, staging, "test", out)
+    rejected = handle_bad_rows(parsed, bad_rows, staging, "test", out)
     frame = to_petastorm_frame(apply_preprocessing(model, parsed.good_rows), row_groups,
                                label_col=None, id_col=train_schema.id_col)
     frame.write.parquet(store.join(staging, "test"))

@@ -79,7 +79,7 @@ def schema_from_header(
     if require_label and label is None:
         raise InputError(
             f"{where}: no label column '{label_col}' (columns: {_preview(names)});"
-            " a training file needs one; name it with --label-col."
+            " a labelled file (training or evaluation) needs one; name it with --label-col."
         )
     features = tuple(n for n in names if n not in (id_col, label))
     if not features:

@@ -95,7 +95,7 @@ def train_rank(config: dict) -> dict:
 def _train(config: dict) -> dict:
     import horovod.tensorflow.keras as hvd
 
-    from .devices import pin_device
+    from .devices import allreduce_backend, pin_device
     from .model import make_optimizer, model_from_spec, model_to_bytes
 
     hvd.init()
@@ -108,7 +108,9 @@ def _train(config: dict) -> dict:
     cpu_threads = max(1, (os.cpu_count() or 1) // max(1, hvd.local_size()))
     choice = pin_device(addresses, local_rank, config["use_gpu"], cpu_threads,
                         config["mixed_precision"])
-    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}", flush=True)
+    backend = allreduce_backend(hvd.nccl_built(), hvd.gloo_built(), choice.kind == "gpu")
+    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}; allreduce via {backend}",
+          flush=True)
 
     import tensorflow as tf
 
@@ -152,7 +154,7 @@ def _train(config: dict) -> dict:
         model.set_weights(progress.best_weights)
     _average_non_trainable(model)
     result = {"rank": rank, "digest": weights_digest(model), "device": str(choice),
-              "first_batch_time": progress.first_batch_time, "shard_rows": train["rows"]}
+              "allreduce": backend, "first_batch_time": progress.first_batch_time, "shard_rows": train["rows"]}
     if rank == 0:
         result.update(model=model_to_bytes(model), history=progress.history,
                       best_epoch=progress.best_epoch)

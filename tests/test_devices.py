@@ -44,3 +44,27 @@ def test_visible_ids_follow_cuda_visible_devices(monkeypatch):
     assert choose_device(["3"], visible_gpu_ids(gpus), 0).index == 1
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert visible_gpu_ids(gpus) == ["0", "1"]
+
+
+def test_allreduce_backend_follows_the_device_and_the_build():
+    from hvd_otto.devices import allreduce_backend
+
+    assert allreduce_backend(nccl_built=True, gloo_built=True, on_gpu=True) == "NCCL"
+    assert allreduce_backend(nccl_built=True, gloo_built=True, on_gpu=False) == "Gloo"
+    assert allreduce_backend(nccl_built=False, gloo_built=True, on_gpu=True).startswith(
+        "Gloo (GPU tensors staged")
+    assert allreduce_backend(nccl_built=False, gloo_built=False, on_gpu=False) == "MPI"
+
+
+def test_spark_gpu_conf_gives_each_task_one_gpu():
+    from hvd_otto.devices import spark_gpu_conf
+
+    assert spark_gpu_conf(0, "/x/gpu_discovery.sh") == {}
+    assert spark_gpu_conf(4, "/x/gpu_discovery.sh") == {
+        "spark.executor.resource.gpu.amount": "4",
+        "spark.task.resource.gpu.amount": "1",
+        "spark.executor.resource.gpu.discoveryScript": "/x/gpu_discovery.sh",
+    }
+    assert "spark.executor.resource.gpu.discoveryScript" not in spark_gpu_conf(1, None)
+    with pytest.raises(ValueError):
+        spark_gpu_conf(-1, None)

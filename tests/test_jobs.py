@@ -11,7 +11,7 @@ import pytest
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
-@pytest.mark.parametrize("job", ["prepare", "train", "evaluate", "predict"])
+@pytest.mark.parametrize("job", ["prepare", "train", "evaluate", "predict", "pipeline"])
 def test_job_scripts_show_help(job):
     out = subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--help"],
                          capture_output=True, text=True, timeout=120)
@@ -35,35 +35,153 @@ def test_gpu_discovery_without_gpus_reports_none(tmp_path):
     assert json.loads(out.stdout) == {"name": "gpu", "addresses": []}
 
 
-def test_cli_prepare_train_evaluate_predict_end_to_end(spark, tmp_path, capsys):
-    import pandas as pd
-
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """prepare → train once (2 ranks, 2 epochs) on a small synthetic CSV, via the CLI."""
     from hvd_otto import synthetic
     from hvd_otto.cli import main
 
+    base = tmp_path_factory.mktemp("jobs")
     frame = synthetic.generate(rows=1500, seed=9, n_features=10)
-    frame.to_csv(tmp_path / "train.csv", index=False)
-    test = frame.drop(columns=["target"]).head(300)
-    test.to_csv(tmp_path / "test.csv", index=False)
-    data, model, sub = tmp_path / "data", tmp_path / "model", tmp_path / "submission.csv"
-    assert main(["prepare", "--train", str(tmp_path / "train.csv"), "--out", str(data),
+    frame.to_csv(base / "train.csv", index=False)
+    frame.head(400).to_csv(base / "labelled.csv", index=False)
+    frame.drop(columns=["target"]).head(300).to_csv(base / "test.csv", index=False)
+    data, model = base / "data", base / "model"
+    assert main(["prepare", "--train", str(base / "train.csv"), "--out", str(data),
                  "--row-groups", "4"]) == 0
     assert main(["train", "--data", str(data), "--model", str(model), "--epochs", "2",
-                 "--store", str(tmp_path / "store")]) == 0
-    assert main(["evaluate", "--data", str(data), "--model", str(model),
-                 "--out", str(tmp_path / "metrics.json")]) == 0
-    figures = json.loads((tmp_path / "metrics.json").read_text())
-    assert abs(figures["rows"] - 300) <= 9 and 0 < figures["log_loss"] < 2.2  # 20% of 1,500
+                 "--store", str(base / "store")]) == 0
+    return base
+
+
+def test_train_saves_a_pipeline_model_that_scores_raw_csv_columns(trained, spark):
+    from hvd_otto.scoring import load_model
+
+    model = load_model(spark, str(trained / "model"))
+    assert model.labels == [f"Class_{k}" for k in range(1, 10)]
+    assert model.label_col == "target" and model.feature_cols == [f"feat_{i}" for i in
+                                                                   range(1, 11)]
+    assert (trained / "model" / "_SUCCESS").exists()
+    assert list((trained / "store" / "runs").glob("*/data")) == []  # the Parquet copy is gone
+    assert list((trained / "store" / "runs").glob("*/history.json"))
+
+
+def test_evaluate_a_labelled_csv_writes_json_and_plots(trained, capsys):
+    from hvd_otto.cli import main
+
+    out = trained / "evaluation"
+    assert main(["evaluate", "--test", str(trained / "labelled.csv"),
+                 "--model", str(trained / "model"), "--out", str(out)]) == 0
+    figures = json.loads((out / "metrics.json").read_text())
+    assert figures["rows"] == 400 and 0 < figures["log_loss"] < 2.2
+    assert sum(map(sum, figures["confusion_matrix"])) == 400
+    assert set(figures["per_class"]) == {f"Class_{k}" for k in range(1, 10)}
     for png in ("confusion_matrix.png", "learning_curve.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["predict", "--test", str(tmp_path / "test.csv"), "--data", str(data),
-                 "--model", str(model), "--out", str(sub)]) == 0
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "_SUCCESS").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--test", str(trained / "labelled.csv"),
+                 "--model", str(trained / "model"), "--out", str(out)]) == 2
+    assert "already exists (a complete result); pass --overwrite" in capsys.readouterr().err
+    # the prepared validation split scores too (the Keras stage on prepared features)
+    assert main(["evaluate", "--data", str(trained / "data"),
+                 "--model", str(trained / "model")]) == 0
+    assert "log loss" in capsys.readouterr().out
+
+
+def test_predict_writes_a_kaggle_submission_once(trained, capsys):
+    import pandas as pd
+
+    from hvd_otto.cli import main
+
+    sub = trained / "submission.csv"
+    assert main(["predict", "--test", str(trained / "test.csv"), "--model", str(trained / "model"),
+                 "--out", str(sub)]) == 0
     submission = pd.read_csv(sub)
+    test = pd.read_csv(trained / "test.csv")
     assert list(submission.columns) == ["id"] + [f"Class_{k}" for k in range(1, 10)]
     assert submission["id"].tolist() == test["id"].tolist()
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-4
+    before = sub.read_bytes()
     capsys.readouterr()
-    assert main(["predict", "--test", str(tmp_path / "test.csv"), "--data", str(data),
-                 "--model", str(model), "--out", str(sub)]) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path), "--model", str(tmp_path / "m2")]) == 2
+    assert main(["predict", "--test", str(trained / "test.csv"), "--model", str(trained / "model"),
+                 "--out", str(sub)]) == 2
+    assert "already exists" in capsys.readouterr().err and sub.read_bytes() == before
+    assert [p.name for p in trained.iterdir() if p.name.startswith(".submission")] == []
+
+
+def _bad_input_cases(base):
+    """(arguments, expected words in the one-paragraph error, path that must not appear)."""
+    model, labelled, test = base / "model", base / "labelled.csv", base / "test.csv"
+    other = base / "other_columns.csv"
+    other.write_text("id,feat_1,feat_X\n1,0,0\n")
+    return {
+        "train: missing CSV": (["train", "--train", str(base / "nope.csv"), "--model",
+                                str(base / "m-new")], ["nope.csv", "not found"], "m-new"),
+        "train: not a prepared folder": (["train", "--data", str(base), "--model",
+                                          str(base / "m-new")], ["not a complete prepared"],
+                                         "m-new"),
+        "train: existing model": (["train", "--data", str(base / "data"), "--model", str(model)],
+                                  ["already exists", "--overwrite"], None),
+        "evaluate: not a model": (["evaluate", "--test", str(labelled), "--model", str(base),
+                                   "--out", str(base / "e-new")], ["not a saved Spark model"],
+                                  "e-new"),
+        "evaluate: unlabelled file": (["evaluate", "--test", str(test), "--model", str(model),
+                                       "--out", str(base / "e-new")],
+                                      ["test.csv, line 1", "no label column 'target'"], "e-new"),
+        "predict: other feature columns": (["predict", "--test", str(other), "--model",
+                                            str(model), "--out", str(base / "p-new.csv")],
+                                           ["other_columns.csv, line 1", "feat_X"],
+                                           "p-new.csv"),
+        "predict: labelled file": (["predict", "--test", str(labelled), "--model", str(model),
+                                    "--out", str(base / "p-new.csv")],
+                                   ["has a 'target' column"], "p-new.csv"),
+        "predict: missing model": (["predict", "--test", str(test), "--model",
+                                    str(base / "no-model"), "--out", str(base / "p-new.csv")],
+                                   ["no such model folder"], "p-new.csv"),
+        "pipeline: test file with other columns": (
+            ["pipeline", "--train", str(base / "train.csv"), "--test", str(other), "--out",
+             str(base / "pl-new")], ["other_columns.csv, line 1", "differ"], "pl-new"),
+        "prepare: missing CSV": (["prepare", "--train", str(base / "nope.csv"), "--out",
+                                  str(base / "d-new")], ["nope.csv"], "d-new"),
+    }
+
+
+def test_every_job_rejects_bad_input_with_one_paragraph_and_no_output(trained, capsys):
+    from hvd_otto.cli import main
+
+    for name, (argv, words, must_not_exist) in _bad_input_cases(trained).items():
+        capsys.readouterr()
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err, (name, err)
+        for word in words:
+            assert word in err, (name, err)
+        if must_not_exist:
+            assert not (trained / must_not_exist).exists(), name
+            assert not list(trained.glob(f".{must_not_exist}*")), name
+
+
+def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys):
+    from hvd_otto import synthetic
+    from hvd_otto.cli import main
+    from hvd_otto.scoring import load_model
+
+    frame = synthetic.generate(rows=1500, seed=4, n_features=10)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.drop(columns=["target"]).head(100).to_csv(tmp_path / "test.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["pipeline", "--train", str(tmp_path / "train.csv"), "--test",
+                 str(tmp_path / "test.csv"), "--out", str(out), "--epochs", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "_SUCCESS", "confusion_matrix.png", "learning_curve.png", "metrics.json", "model",
+        "submission.csv", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["job"] == "pipeline" and summary["epochs"] == 2
+    assert abs(summary["holdout_figures"]["rows"] - 300) <= 9  # 20% of each class of 1,500
+    assert summary["submission_rows"] == 100
+    model = load_model(spark, str(out / "model"))
+    assert model.keras_stage.getSummary()["num_proc"] == 2
+    capsys.readouterr()
+    assert main(["pipeline", "--train", str(tmp_path / "train.csv"), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err

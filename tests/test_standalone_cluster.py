@@ -94,42 +94,68 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prepared(spark, tmp_path_factory):
+def csvs(tmp_path_factory):
+    """A small Otto-shaped labelled CSV, a labelled slice and an unlabelled test CSV."""
     from hvd_otto import synthetic
-    from hvd_otto.ingest import prepare
 
     base = tmp_path_factory.mktemp("cluster_data")
-    csv = synthetic.write_csv(str(base / "train.csv"), rows=2000, seed=3, n_features=12)
-    out = base / "prepared"
-    prepare(spark, csv, str(out), row_groups=4)
-    return out
+    frame = synthetic.generate(rows=2000, seed=3, n_features=12)
+    frame.to_csv(base / "train.csv", index=False)
+    frame.head(300).to_csv(base / "labelled.csv", index=False)
+    frame.drop(columns=["target"]).head(200).to_csv(base / "test.csv", index=False)
+    return base
 
 
-def test_spark_submit_trains_on_two_executors_with_fake_gpus(cluster, prepared, tmp_path):
-    model = tmp_path / "model"
-    submit = os.path.join(_spark_home(), "bin", "spark-submit")
+def spark_submit(master: str, job: str, *args: str, confs: dict | None = None):
+    """Run ``spark-submit jobs/<job>.py ARGS`` against the cluster; return the finished process."""
     env = {**os.environ, "SPARK_HOME": _spark_home(), "SPARK_LOCAL_IP": "127.0.0.1",
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    command = [
-        submit, "--master", cluster,
-        "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g",
-        "--conf", "spark.executor.resource.gpu.amount=1",
-        "--conf", "spark.task.resource.gpu.amount=1",
-        "--conf", f"spark.pyspark.python={sys.executable}",
-        "--conf", "spark.ui.enabled=false",
-        str(ROOT / "jobs" / "train.py"), "--data", str(prepared), "--model", str(model),
-        "--num-proc", "2", "--epochs", "2", "--store", str(tmp_path / "store"),
-    ]
-    started = time.monotonic()
+    settings = {"spark.executor.cores": "1", "spark.executor.memory": "1g",
+                "spark.pyspark.python": sys.executable, "spark.ui.enabled": "false",
+                **(confs or {})}
+    command = [os.path.join(_spark_home(), "bin", "spark-submit"), "--master", master]
+    for key, value in settings.items():
+        command += ["--conf", f"{key}={value}"]
+    command += [str(ROOT / "jobs" / f"{job}.py"), *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, (job, result.stdout[-3000:] + result.stderr[-3000:])
+    return result
+
+
+def test_spark_submit_pipeline_on_two_executors_with_fake_gpus(cluster, csvs, tmp_path):
+    out = tmp_path / "out"
+    result = spark_submit(
+        cluster, "pipeline", "--train", str(csvs / "train.csv"), "--test",
+        str(csvs / "test.csv"), "--out", str(out), "--num-proc", "2", "--epochs", "2",
+        "--executor-gpus", "1")
     assert "epoch 2/2" in result.stdout  # progress reached the driver from the executors
-    assert (model / "_SUCCESS").exists() and (model / "model.keras").exists()
-    metadata = json.loads(Path(glob.glob(str(model / "metadata" / "part-*"))[0]).read_text())
-    devices = sorted(metadata["summary"]["devices"])
-    assert devices == [
+    assert (out / "_SUCCESS").exists() and (out / "model" / "_SUCCESS").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["devices"]) == [
         "CPU (Spark assigned gpu ['0'], but TensorFlow sees no GPU)",
         "CPU (Spark assigned gpu ['1'], but TensorFlow sees no GPU)",
     ]
+    assert summary["epochs"] == 2 and summary["submission_rows"] == 200
+    figures = json.loads((out / "metrics.json").read_text())
+    assert abs(figures["rows"] - 400) <= 9 and 0 < figures["log_loss"] < 2.2
+    metadata = json.loads(Path(glob.glob(str(out / "model" / "stages" / "*HorovodKerasModel*"
+                                               / "metadata" / "part-*"))[0]).read_text())
     assert len(set(metadata["summary"]["rank_digests"])) == 1
-    assert time.monotonic() - started < 600
+
+
+def test_spark_submit_of_each_job(cluster, csvs, tmp_path):
+    data, model = tmp_path / "data", tmp_path / "model"
+    spark_submit(cluster, "prepare", "--train", str(csvs / "train.csv"), "--out", str(data),
+                 "--row-groups", "4")
+    assert (data / "_SUCCESS").exists()
+    result = spark_submit(cluster, "train", "--data", str(data), "--model", str(model),
+                          "--num-proc", "2", "--epochs", "1")
+    assert "epoch 1/1" in result.stdout and (model / "_SUCCESS").exists()
+    result = spark_submit(cluster, "evaluate", "--test", str(csvs / "labelled.csv"),
+                          "--model", str(model), "--out", str(tmp_path / "evaluation"))
+    assert "rows 300" in result.stdout
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["rows"] == 300
+    spark_submit(cluster, "predict", "--test", str(csvs / "test.csv"), "--model", str(model),
+                 "--out", str(tmp_path / "submission.csv"))
+    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    assert len(lines) == 201 and lines[0].startswith("id,Class_1,")

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Build the CPU image and run the demo (and, with --tests, the test suite) inside it.
+#
+# Works with a Docker engine, or without one: with podman/buildah in chroot isolation, on a
+# Debian bookworm base image made locally with debootstrap when no registry image can be
+# pulled. Usage: docker/build-and-test.sh [--tests] [--no-demo]
+#
+# Environment: BASE_IMAGE (default debian:bookworm-slim), IMAGE (default hvd-otto:cpu),
+# DEBIAN_MIRROR (debootstrap, default http://deb.debian.org/debian), HOST_CA_BUNDLE (CA bundle
+# passed to pip inside the build; default the host's /etc/ssl/certs/ca-certificates.crt),
+# OTTO_DATA (folder holding train.csv.zip/test.csv.zip, mounted for --tests;
+# default ../shared/data/otto beside the repository).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN_DEMO=1 RUN_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) RUN_TESTS=1 ;;
+    --no-demo) RUN_DEMO=0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "error: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+IMAGE=${IMAGE:-hvd-otto:cpu}
+BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
+LOCAL_BASE=localhost/hvd-otto-base:bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+CA=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+DATA=${OTTO_DATA:-$(cd .. && pwd)/shared/data/otto}
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/hvd-otto
+
+say() { printf '[build-and-test %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+seconds() { echo $(( $(date +%s) - $1 )); }
+
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  ENGINE=docker
+elif command -v podman >/dev/null; then
+  ENGINE=podman
+else
+  echo "error: neither a running Docker engine nor podman was found; install docker or" \
+       "podman + buildah (Debian: apt-get install podman buildah debootstrap)" >&2
+  exit 1
+fi
+say "engine: $ENGINE"
+
+# --- base image -------------------------------------------------------------------------
+if [ "$ENGINE" = podman ]; then
+  if podman image exists "$BASE_IMAGE" || podman pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+    say "base image: $BASE_IMAGE"
+  elif podman image exists "$LOCAL_BASE"; then
+    say "no registry image $BASE_IMAGE; using the local debootstrap base $LOCAL_BASE"
+    BASE_IMAGE=$LOCAL_BASE
+  else
+    command -v debootstrap >/dev/null || {
+      echo "error: $BASE_IMAGE cannot be pulled and debootstrap is missing" \
+           "(apt-get install debootstrap)" >&2; exit 1; }
+    [ "$(id -u)" = 0 ] || { echo "error: debootstrap needs root" >&2; exit 1; }
+    started=$(date +%s)
+    say "no registry image $BASE_IMAGE; making $LOCAL_BASE with debootstrap from $MIRROR"
+    rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/hvd-otto-rootfs.XXXXXX")
+    trap 'rm -rf "$rootfs"' EXIT
+    debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 || {
+      echo "error: debootstrap failed; last lines of $rootfs.log:" >&2; tail -5 "$rootfs.log" >&2
+      exit 1; }
+    rm -f "$rootfs.log"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$LOCAL_BASE" >/dev/null
+    rm -rf "$rootfs"; trap - EXIT
+    BASE_IMAGE=$LOCAL_BASE
+    say "base image made in $(seconds "$started") s"
+  fi
+fi
+
+# --- build ------------------------------------------------------------------------------
+started=$(date +%s)
+build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" -f docker/Dockerfile -t "$IMAGE")
+if [ "$ENGINE" = podman ]; then
+  build_args+=(--isolation chroot --layers)
+  if [ -f "$CA" ]; then
+    build_args+=(--volume "$CA:/etc/ssl/certs/host-ca-bundle.crt:ro"
+                 --build-arg "HOST_CA_BUNDLE=/etc/ssl/certs/host-ca-bundle.crt")
+  fi
+fi
+say "building $IMAGE from $BASE_IMAGE"
+"$ENGINE" build "${build_args[@]}" .
+build_seconds=$(seconds "$started")
+say "image built in $build_seconds s"
+
+# --- run ----------------------------------------------------------------------------------
+# docker runs the image as it is meant to be run; podman without an engine runs it with
+# buildah in chroot isolation (the same user, working directory and environment).
+in_image() {  # in_image [MOUNT...] -- COMMAND...
+  local mounts=()
+  while [ "$1" != "--" ]; do mounts+=("$1"); shift; done; shift
+  if [ "$ENGINE" = docker ]; then
+    local vols=(); for m in "${mounts[@]}"; do vols+=(-v "$m"); done
+    docker run --rm "${vols[@]}" --entrypoint "$1" "$IMAGE" "${@:2}"
+  else
+    local ctr vols=()
+    for m in "${mounts[@]}"; do vols+=(--volume "$m"); done
+    # Like docker run: the container's hostname resolves (Gloo binds to it).
+    ctr=$(buildah from --quiet --add-host hvd-otto:127.0.0.1 "$IMAGE")
+    local status=0
+    buildah run --isolation chroot --hostname hvd-otto "${vols[@]}" "$ctr" -- "$@" || status=$?
+    buildah rm "$ctr" >/dev/null
+    return $status
+  fi
+}
+
+if [ "$RUN_DEMO" = 1 ]; then
+  started=$(date +%s)
+  say "running the demo inside $IMAGE"
+  in_image -- bash -c 'hvd-otto demo && python -c "
+import json; m = json.load(open(\"hvd-otto-demo/metrics.json\"))
+assert m[\"accuracy\"] > 0.7, m[\"accuracy\"]
+print(f\"demo in image: log loss {m[\"log_loss\"]:.4f}, accuracy {m[\"accuracy\"]:.4f}\")"'
+  say "demo ran in $(seconds "$started") s"
+fi
+
+if [ "$RUN_TESTS" = 1 ]; then
+  started=$(date +%s)
+  mounts=()
+  [ -d "$DATA" ] && mounts+=("$DATA:/opt/shared/data/otto:ro")
+  say "running the test suite inside $IMAGE"
+  in_image "${mounts[@]}" -- env CI="${CI:-}" hvd-otto test
+  say "tests ran in $(seconds "$started") s"
+fi
+say "done (build $build_seconds s)"

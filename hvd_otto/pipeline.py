@@ -1,0 +1,123 @@
+"""The seed's whole flow as one job: CSV → fitted Pipeline → holdout figures → saved model.
+
+Output folder (committed atomically: complete with ``_SUCCESS`` or absent)::
+
+    OUT/model/                 the fitted PipelineModel (preprocessing + HorovodKerasModel)
+    OUT/metrics.json           holdout log loss, accuracy, per-class figures, confusion matrix
+    OUT/confusion_matrix.png   OUT/learning_curve.png
+    OUT/submission.csv         Kaggle submission of --test (when given)
+    OUT/rejected/{train,test}/ quarantined rows (--bad-rows quarantine)
+    OUT/summary.json           what ran, with which settings, and the headline figures
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from . import store
+from .features import build_preprocessing
+from .ingest import check_feature_columns, handle_bad_rows, read_csv, stage_source, stratified_split
+from .schema import InputError
+from .scoring import SavedModel, evaluate_frame, submission_frame, write_csv_atomically, write_evaluation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    out: str
+    figures: dict | None
+    summary: dict
+
+
+def build_pipeline(feature_cols: Sequence[str], label_col: str, transform: str, estimator):
+    """The seed's Pipeline: StringIndexer → VectorAssembler → count transform → scaler → Keras."""
+    from pyspark.ml import Pipeline
+
+    stages = build_preprocessing(feature_cols, label_col, transform).getStages()
+    return Pipeline(stages=[*stages, estimator])
+
+
+def save_model(fs: store.HadoopFs, model, url: str) -> None:
+    """Save a PipelineModel into ``url`` (inside a staging folder) and mark it complete."""
+    model.write().save(url)
+    fs.write_text(store.join(url, store.SUCCESS), "")
+
+
+def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = None,
+                 id_col: str = "id", label_col: str = "target", bad_rows: str = "fail",
+                 holdout: float = 0.2, transform: str = "log1p", seed: int = 42,
+                 overwrite: bool = False, job: str = "pipeline") -> PipelineResult:
+    """Fit the seed Pipeline on ``train`` minus a stratified holdout, evaluate, save, predict."""
+    started = time.perf_counter()
+    fs = store.HadoopFs(spark)
+    out_url = store.to_url(out)
+    store.check_output(fs, out_url, overwrite)
+    if not 0 <= holdout < 1:
+        raise InputError(f"--holdout must be in [0, 1), got {holdout}.")
+    scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-pipeline-"))
+    try:
+        url, display = stage_source(fs, train, scratch)
+        parsed = read_csv(spark, url, display, id_col, label_col)
+        test_parsed = None
+        if test:  # validated before training: a bad test file must not cost a training run
+            test_url, test_display = stage_source(fs, test, store.join(scratch, "test"))
+            test_parsed = read_csv(spark, test_url, test_display, id_col, label_col,
+                                   require_label=False)
+            check_feature_columns(test_display, test_parsed.schema.feature_cols,
+                                  parsed.schema.feature_cols)
+            if test_parsed.schema.label_col:
+                raise InputError(f"{test_display}, line 1 (header): the test file has a "
+                                 f"'{label_col}' column; a test file is unlabelled (drop it).")
+        summary: dict = {"job": job, "train": train, "test": test, "holdout": holdout,
+                         "seed": seed, "transform": transform, "bad_rows": bad_rows}
+        with store.atomic_dir(fs, out_url, overwrite) as staging:
+            rejected = {"train": handle_bad_rows(parsed, bad_rows, staging, "train", out)}
+            if test_parsed is not None:
+                rejected["test"] = handle_bad_rows(test_parsed, bad_rows, staging, "test", out)
+            fit_rows, holdout_rows = stratified_split(parsed.good_rows, label_col, holdout, seed)
+            log.info("fitting the Pipeline on %s (%s good rows, %.0f%% held out)", display,
+                     f"{parsed.total - parsed.bad:,}", holdout * 100)
+            model = build_pipeline(parsed.schema.feature_cols, label_col, transform,
+                                   estimator).fit(fit_rows)
+            saved = SavedModel(store.join(out_url, "model"), model)
+            save_model(fs, model, store.join(staging, "model"))
+            keras = saved.keras_stage
+            figures = None
+            if holdout > 0:
+                figures = evaluate_frame(saved, holdout_rows)
+                write_evaluation(fs, staging, figures, keras.getHistory())
+            if test_parsed is not None:
+                submission = submission_frame(saved, test_parsed.good_rows, id_col)
+                write_csv_atomically(fs, submission, store.join(staging, "submission.csv"))
+                summary["submission_rows"] = len(submission)
+            train_summary = keras.getSummary()
+            summary.update({
+                "rows": {"input": parsed.total, "rejected": rejected},
+                "epochs": len(keras.getHistory()), "best_epoch": train_summary.get("best_epoch"),
+                "num_proc": train_summary.get("num_proc"), "devices": train_summary.get("devices"),
+                "fit_seconds": train_summary.get("fit_seconds"),
+                "holdout_figures": {k: figures[k] for k in ("rows", "log_loss", "accuracy")}
+                if figures else None,
+                "seconds": time.perf_counter() - started,
+            })
+            fs.write_text(store.join(staging, "summary.json"), json.dumps(summary, indent=2))
+            parsed.rows.unpersist()
+            if test_parsed is not None:
+                test_parsed.rows.unpersist()
+    finally:
+        fs.delete(scratch)
+    return PipelineResult(out_url, figures, summary)
+
+
+def previous_job(fs: store.HadoopFs, out_url: str) -> str | None:
+    """The ``job`` recorded in an existing output's ``summary.json`` (``None`` if not one)."""
+    try:
+        return json.loads(fs.read_text(store.join(out_url, "summary.json"))).get("job")
+    except Exception:  # noqa: BLE001 - absent or unreadable: not a previous output
+        return None

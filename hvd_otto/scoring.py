@@ -1,0 +1,194 @@
+"""Saved models and what is done with them: load, score a raw CSV, evaluate, write a submission.
+
+A model saved by ``hvd-otto train`` or ``hvd-otto pipeline`` is a Spark ``PipelineModel``:
+the fitted preprocessing (StringIndexer → VectorAssembler → count transform → scaler) followed
+by a :class:`~hvd_otto.estimator.HorovodKerasModel`. It scores the columns of a raw CSV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+from . import store
+from .features import apply_preprocessing
+from .schema import LINE, InputError
+
+
+@dataclass
+class SavedModel:
+    """A loaded ``PipelineModel`` and the facts needed to score a CSV with it."""
+
+    path: str
+    pipeline: object  # pyspark.ml.PipelineModel
+
+    @property
+    def keras_stage(self):
+        return self.pipeline.stages[-1]
+
+    def _stage(self, kind):
+        return next((s for s in self.pipeline.stages if isinstance(s, kind)), None)
+
+    @property
+    def labels(self) -> list[str]:
+        from pyspark.ml.feature import StringIndexerModel
+
+        indexer = self._stage(StringIndexerModel)
+        return list(indexer.labels) if indexer else []
+
+    @property
+    def label_col(self) -> str | None:
+        from pyspark.ml.feature import StringIndexerModel
+
+        indexer = self._stage(StringIndexerModel)
+        return indexer.getInputCol() if indexer else None
+
+    @property
+    def feature_cols(self) -> list[str]:
+        from pyspark.ml.feature import VectorAssembler
+
+        assembler = self._stage(VectorAssembler)
+        return list(assembler.getInputCols()) if assembler else []
+
+    def transform(self, frame):
+        """Score a typed CSV frame (labels indexed when present, skipped when absent)."""
+        return apply_preprocessing(self.pipeline, frame)
+
+
+def load_model(spark, path: str) -> SavedModel:
+    """Load a model folder written by ``hvd-otto train``/``pipeline``, or raise a clear error."""
+    from pyspark.ml import PipelineModel
+
+    from .estimator import HorovodKerasModel
+
+    fs = store.HadoopFs(spark)
+    url = store.to_url(path)
+    hint = ("pass the model folder written by 'hvd-otto train' or 'hvd-otto pipeline' "
+            "(for the pipeline job: OUT/model)")
+    if not fs.is_dir(url):
+        raise InputError(f"{path}: no such model folder; {hint}.")
+    try:
+        metadata = json.loads(fs.read_text(store.join(url, "metadata", "part-00000")))
+    except Exception:  # noqa: BLE001 - any unreadable metadata is the same user error
+        raise InputError(f"{path}: not a saved Spark model (metadata/ missing or unreadable); "
+                         f"{hint}.") from None
+    if not metadata.get("class", "").endswith("PipelineModel"):
+        raise InputError(f"{path}: holds a {metadata.get('class')}, not a PipelineModel; {hint}.")
+    if not store.is_committed(fs, url):
+        raise InputError(f"{path}: not a complete saved model (no _SUCCESS: the save was "
+                         f"interrupted or this is another kind of folder); {hint}.")
+    try:
+        pipeline = PipelineModel.load(url)
+    except InputError as err:
+        raise InputError(f"{path}: a stage could not be loaded: {err}") from None
+    except Exception as err:  # noqa: BLE001 - Spark/Keras errors: say where, keep the cause
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: the saved model is damaged or was saved by an incompatible "
+                         f"version ({first}); {hint}.") from None
+    if not pipeline.stages or not isinstance(pipeline.stages[-1], HorovodKerasModel):
+        raise InputError(f"{path}: the PipelineModel does not end with a HorovodKerasModel; "
+                         f"{hint}.")
+    return SavedModel(path, pipeline)
+
+
+def read_csv_for_model(spark, model: SavedModel, path: str, id_col: str = "id",
+                       require_label: bool = False):
+    """Read and validate a CSV to be scored by ``model``; returns the typed frame.
+
+    Checks that the feature columns are the model's, and (with labels) that every label was
+    seen in training, naming file, line and label otherwise.
+    """
+    from pyspark.sql import functions as F
+
+    from .ingest import bad_rows_message, check_feature_columns, read_csv, stage_source
+
+    fs = store.HadoopFs(spark)
+    scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-csv-"))
+    url, display = stage_source(fs, path, scratch)
+    label_col = model.label_col if require_label else None
+    parsed = read_csv(spark, url, display, id_col, label_col or model.label_col,
+                      require_label=require_label)
+    check_feature_columns(display, parsed.schema.feature_cols, model.feature_cols)
+    if parsed.bad:
+        raise InputError(bad_rows_message(parsed))
+    frame = parsed.good_rows
+    if require_label:
+        unseen = (frame.where(~F.col(label_col).isin(model.labels))
+                  .groupBy(label_col).agg(F.min(LINE).alias("line"), F.count("*").alias("n"))
+                  .orderBy("line").limit(5).collect())
+        if unseen:
+            listed = ", ".join(f"'{r[label_col]}' ({r['n']:,} rows, first at line {r['line']})"
+                               for r in unseen)
+            raise InputError(
+                f"{display}, column '{label_col}': label(s) the model never saw in training: "
+                f"{listed}. The model knows {', '.join(model.labels)}; remove those rows or "
+                "retrain with them.")
+    elif parsed.schema.label_col:
+        raise InputError(
+            f"{display}, line 1 (header): has a '{parsed.schema.label_col}' column, but this "
+            "file is scored as unlabelled test data; drop the column, or use 'evaluate' to "
+            "score labelled data.")
+    return frame
+
+
+def evaluate_frame(model: SavedModel, frame) -> dict:
+    """Log loss, accuracy, per-class figures and confusion of a labelled, typed CSV frame."""
+    from .evaluate import evaluate
+
+    scored = model.transform(frame).cache()
+    try:
+        return evaluate(scored, model.labels)
+    finally:
+        scored.unpersist()
+
+
+def write_evaluation(fs: store.HadoopFs, folder_url: str, figures: dict,
+                     history: list[dict]) -> list[str]:
+    """Write ``metrics.json``, ``confusion_matrix.png`` and ``learning_curve.png`` into a folder."""
+    from .evaluate import save_plots
+
+    fs.mkdirs(folder_url)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for local in save_plots(figures, history, tmp):
+            target = store.join(folder_url, os.path.basename(local))
+            fs.copy_from_local(local, target)
+            written.append(target)
+    target = store.join(folder_url, "metrics.json")
+    fs.write_text(target, json.dumps(figures, indent=2))
+    return [target, *written]
+
+
+def submission_frame(model: SavedModel, frame, id_col: str = "id"):
+    """Kaggle's submission layout as pandas: ``id`` then one probability column per class."""
+    import numpy as np
+    import pandas as pd
+
+    scored = model.transform(frame)
+    result = scored.select(LINE, id_col, "probability").toPandas().sort_values(LINE)
+    probs = (np.stack(result["probability"].map(lambda v: v.toArray()))
+             if len(result) else np.zeros((0, len(model.labels))))
+    submission = pd.DataFrame(probs, columns=model.labels)
+    submission.insert(0, id_col, result[id_col].to_numpy())
+    return submission
+
+
+def write_csv_atomically(fs: store.HadoopFs, frame, url: str, overwrite: bool = False) -> None:
+    """Write a pandas frame as CSV to ``url``: a hidden temporary file, then one rename."""
+    store.check_output(fs, url, overwrite)
+    parent, name = url.rstrip("/").rsplit("/", 1)
+    staging = store.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, name)
+        frame.to_csv(local, index=False, float_format="%.6f")
+        fs.mkdirs(parent)
+        try:
+            fs.copy_from_local(local, staging)
+            if fs.exists(url):
+                fs.delete(url)
+            fs.rename(staging, url)
+        finally:
+            fs.delete(staging)
