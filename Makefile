@@ -11,7 +11,7 @@ HOROVOD_VERSION := 0.28.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test check-build clean
+.PHONY: setup demo test check-build docker-test clean
 
 setup: $(STAMP)/project
 
@@ -51,6 +51,10 @@ demo: setup
 ## The README's test command (also what .ci/run calls).
 test: setup
 	$(BIN)/python -m pytest
+
+## Build the CPU Docker image and run the demo inside it (docker, or podman/buildah; see README).
+docker-test:
+	bash docker/build-and-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,7 +36,13 @@ seconds() { echo $(( $(date +%s) - $1 )); }
 
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   ENGINE=docker
-elif command -v podman >/dev/null; then
+elif command -v podman >/dev/null && command -v buildah >/dev/null; then
+  ENGINE=podman
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "no container engine; installing podman, buildah and debootstrap with apt-get"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      podman buildah debootstrap; } >/dev/null || {
+    echo "error: apt-get could not install podman/buildah/debootstrap" >&2; exit 1; }
   ENGINE=podman
 else
   echo "error: neither a running Docker engine nor podman was found; install docker or" \
@@ -112,10 +118,10 @@ in_image() {  # in_image [MOUNT...] -- COMMAND...
 if [ "$RUN_DEMO" = 1 ]; then
   started=$(date +%s)
   say "running the demo inside $IMAGE"
-  in_image -- bash -c 'hvd-otto demo && python -c "
-import json; m = json.load(open(\"hvd-otto-demo/metrics.json\"))
-assert m[\"accuracy\"] > 0.7, m[\"accuracy\"]
-print(f\"demo in image: log loss {m[\"log_loss\"]:.4f}, accuracy {m[\"accuracy\"]:.4f}\")"'
+  check='import json; m = json.load(open("hvd-otto-demo/metrics.json")); '\
+'assert m["accuracy"] > 0.7, m; '\
+'print("demo in image: holdout log loss %.4f, accuracy %.4f" % (m["log_loss"], m["accuracy"]))'
+  in_image -- bash -c "hvd-otto demo && python -c '$check'"
   say "demo ran in $(seconds "$started") s"
 fi
 
