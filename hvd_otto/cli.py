@@ -136,6 +136,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None,
                    help="folder for run data, checkpoints and history (default: a temporary "
                         "folder, removed after training)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest unfinished run in --store from its last epoch "
+                        "checkpoint (after a killed driver or a failed run)")
+    p.add_argument("--max-retries", type=int, default=1,
+                   help="retries of a failed Horovod run, each from the last checkpoint "
+                        "(default 1)")
 
 
 def make_estimator(args: argparse.Namespace):
@@ -145,6 +151,9 @@ def make_estimator(args: argparse.Namespace):
     est = HorovodKerasEstimator(numProc=args.num_proc, epochs=args.epochs,
                                 batchSize=args.batch_size, optimizer=args.optimizer,
                                 useGpu=args.gpus, mixedPrecision=args.mixed_precision)
+    if args.resume and not args.store:
+        raise InputError("--resume needs --store: the store folder of the run to continue.")
+    est.setMaxRetries(args.max_retries).setResume(args.resume)
     if args.store:
         est.setStorePath(args.store)
     if args.learning_rate:
@@ -296,7 +305,8 @@ def run_demo(args: argparse.Namespace):
             label_col="target", bad_rows="fail", holdout=0.2, transform="log1p",
             seed=args.seed, overwrite=overwrite, master=args.master, num_proc=args.num_proc,
             epochs=args.epochs, batch_size=128, learning_rate=None, optimizer="adam",
-            gpus="auto", mixed_precision=False, store=None, job="demo",
+            gpus="auto", mixed_precision=False, store=None, resume=False, max_retries=1,
+            job="demo",
             executor_gpus=args.executor_gpus, gpu_discovery_script=args.gpu_discovery_script))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

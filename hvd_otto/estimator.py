@@ -90,8 +90,10 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                      TypeConverters.toInt)
     useGpu = _param("useGpu", "auto, true or false", TypeConverters.toString)
     mixedPrecision = _param("mixedPrecision", "mixed float16 on GPUs", TypeConverters.toBoolean)
-    maxRetries = _param("maxRetries", "times a failed Horovod run is retried",
-                        TypeConverters.toInt)
+    maxRetries = _param("maxRetries", "times a failed Horovod run is retried, each time "
+                        "from the last epoch checkpoint", TypeConverters.toInt)
+    resume = _param("resume", "continue the latest unfinished run in storePath from its last "
+                    "checkpoint instead of starting a new run", TypeConverters.toBoolean)
     hiddenLayers = _param("hiddenLayers", "units of each hidden Dense layer of the default MLP",
                           TypeConverters.toListInt)
     dropout = _param("dropout", "dropout after each hidden layer of the default MLP",
@@ -108,22 +110,23 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                              "epochs without improvement (0 = off)", TypeConverters.toInt)
     cacheLimitMb = _param("cacheLimitMb", "a rank's shard larger than this is streamed from "
                           "Parquet instead of cached in memory", TypeConverters.toInt)
-    startTimeout = _param("startTimeout", "seconds to wait for numProc Spark task slots",
-                          TypeConverters.toInt)
+    startTimeout = _param("startTimeout", "seconds to wait for numProc Spark task slots and "
+                          "for every rank to join the ring", TypeConverters.toInt)
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
                  probabilityCol="probability", predictBatchSize=4096, numProc=2, epochs=40,
                  batchSize=128, learningRate=0.001, optimizer="adam", validationFraction=0.1,
                  validationCol=None, earlyStoppingPatience=4, warmupEpochs=1, storePath=None,
-                 seed=42, verbose=1, useGpu="auto", mixedPrecision=False, maxRetries=0,
-                 hiddenLayers=(512, 512, 512), dropout=0.4, inputDropout=0.0, batchNorm=False, modelConfig=None,
+                 seed=42, verbose=1, useGpu="auto", mixedPrecision=False, maxRetries=1,
+                 resume=False, hiddenLayers=(512, 512, 512), dropout=0.4, inputDropout=0.0, batchNorm=False, modelConfig=None,
                  modelFile=None, lrDecayPatience=1, cacheLimitMb=2048, startTimeout=60):
         super().__init__()
         self._setDefault(numProc=2, epochs=40, batchSize=128, learningRate=0.001,
                          optimizer="adam", validationFraction=0.1, earlyStoppingPatience=4,
                          warmupEpochs=1, seed=42, verbose=1, useGpu="auto",
-                         mixedPrecision=False, maxRetries=0, hiddenLayers=[512, 512, 512],
+                         mixedPrecision=False, maxRetries=1, resume=False,
+                         hiddenLayers=[512, 512, 512],
                          dropout=0.4, inputDropout=0.0, batchNorm=False, lrDecayPatience=1, cacheLimitMb=2048,
                          startTimeout=60)
         self._set(**self._input_kwargs)
@@ -167,6 +170,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
     def getMixedPrecision(self) -> bool: return self.getOrDefault(self.mixedPrecision)
     def setMaxRetries(self, v): return self._set(maxRetries=v)
     def getMaxRetries(self) -> int: return self.getOrDefault(self.maxRetries)
+    def setResume(self, v): return self._set(resume=v)
+    def getResume(self) -> bool: return self.getOrDefault(self.resume)
     def setHiddenLayers(self, v): return self._set(hiddenLayers=v)
     def getHiddenLayers(self) -> list: return self.getOrDefault(self.hiddenLayers)
     def setDropout(self, v): return self._set(dropout=v)
@@ -222,6 +227,7 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         from pyspark.sql import functions as F
 
         from .ingest import to_petastorm_frame
+        from .worker import parse_fault
 
         self._check_params()
         spark = dataset.sparkSession
@@ -243,14 +249,16 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                              f"(found min {stats['min']}, max {stats['max']}); use StringIndexer.")
         n_classes = int(stats["max"]) + 1
 
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         temp_store = None if self.getStorePath() else tempfile.mkdtemp(prefix="hvd-otto-store-")
         store_url = store.to_url(self.getStorePath() or temp_store)
-        run_url = store.join(store_url, "runs", run_id)
-        run_dir = store.local_path(run_url)
-        if run_dir is None:
+        store_dir = store.local_path(store_url)
+        if store_dir is None:
             raise InputError(f"storePath {store_url}: the ranks write checkpoints with local file "
                              "I/O; use a local or shared (NFS) path, or file://.")
+        check_writable(store_dir)
+        run_dir, resumed = self._run_folder(store_dir)
+        run_url = store.to_url(run_dir)
+        store.HadoopFs(spark).delete(store.join(run_url, "data"))  # left by a killed driver
         row_groups = num_proc * 4
         # One evaluation of the upstream plan feeds both splits (randomSplit on a recomputed,
         # non-deterministic plan could overlap or lose rows).
@@ -283,10 +291,14 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             "seed": self.getSeed(), "use_gpu": self.getUseGpu(),
             "mixed_precision": self.getMixedPrecision(),
             "cache_limit_bytes": self.getCacheLimitMb() * 1024 * 1024,
+            "resume": resumed, "fault": _fault_hook(parse_fault),
+            "start_timeout": self.getStartTimeout(),
         }
-        log.info("training on %d ranks, run folder %s", num_proc, run_url)
+        check_run_matches(run_dir, config, num_proc)
+        log.info("training on %d ranks, run folder %s%s", num_proc, run_url,
+                 " (resuming)" if resumed else "")
         try:
-            results = self._run_with_retries(config, num_proc)
+            results, attempts = self._run_with_retries(config, num_proc)
         finally:  # the Parquet copy is only for this fit; checkpoints and history stay
             store.HadoopFs(spark).delete(store.join(run_url, "data"))
         digests = {r["digest"] for r in results}
@@ -294,7 +306,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             raise TrainingError(f"ranks ended with different weights {digests}; training diverged")
         results = sorted(results, key=lambda r: r["rank"])
         chief = results[0]
-        first_batch = min(r["first_batch_time"] for r in results if r["first_batch_time"])
+        first_batch = min((r["first_batch_time"] for r in results if r["first_batch_time"]),
+                          default=time.time())
         summary = {
             "run": run_url, "num_proc": num_proc, "n_features": n_features,
             "n_classes": n_classes, "best_epoch": chief["best_epoch"],
@@ -304,9 +317,12 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
             "allreduce": sorted({r["allreduce"] for r in results}),
             "shard_rows": [r["shard_rows"] for r in results],
             "rank_digests": [r["digest"] for r in results],
+            "attempts": attempts, "resumed_after_epoch": chief["resumed_after"] or None,
         }
         with open(os.path.join(run_dir, "history.json"), "w") as f:
             json.dump({"history": chief["history"], **summary}, f, indent=1)
+        with open(os.path.join(run_dir, FINISHED), "w"):
+            pass
         if temp_store:  # nobody asked to keep the run folder
             shutil.rmtree(temp_store, ignore_errors=True)
             summary["run"] = None
@@ -315,31 +331,58 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         self._copyValues(model)
         return model
 
-    def _run_with_retries(self, config: dict, num_proc: int) -> list[dict]:
+    def _run_folder(self, store_dir: str) -> tuple[str, bool]:
+        """The run folder of this fit: the latest unfinished run when resuming, else a new one."""
+        unfinished = unfinished_runs(store_dir)
+        if self.getResume():
+            if not self.getStorePath():
+                raise InputError("resume needs storePath (--store): the store of the run to "
+                                 "continue.")
+            if not unfinished:
+                raise InputError(f"resume: {store_dir}/runs has no unfinished run with a "
+                                 "checkpoint to continue; start without resume.")
+            return unfinished[-1], True
+        if unfinished:
+            log.warning("%s holds %d unfinished run(s), the latest %s; it is kept, and this fit "
+                        "starts a new run (pass resume=True / --resume to continue it instead)",
+                        store_dir, len(unfinished), os.path.basename(unfinished[-1]))
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        return os.path.join(store_dir, "runs", run_id), False
+
+    def _run_with_retries(self, config: dict, num_proc: int) -> tuple[list[dict], int]:
+        """Run the ranks; after a failure, run again from the last committed epoch."""
         import horovod.spark
 
-        from .worker import train_rank
+        from .worker import load_checkpoint, train_rank
 
         attempts = self.getMaxRetries() + 1
         for attempt in range(1, attempts + 1):
             try:
                 with ProgressWatcher(config["run_dir"], enabled=self.getVerbose() > 0):
-                    return horovod.spark.run(
+                    results = horovod.spark.run(
                         train_rank, args=(config,), num_proc=num_proc,
                         start_timeout=self.getStartTimeout(), use_gloo=True,
                         stdout=sys.stdout if self.getVerbose() else None,
                         stderr=sys.stderr if self.getVerbose() else None,
                         verbose=0, prefix_output_with_timestamp=False,
                     )
+                return results, attempt
             except Exception as err:
-                detail = rank_errors(config["run_dir"])
+                detail = rank_errors(config["run_dir"], clear=True)
+                cause = (detail or str(err)).strip().splitlines()[-1][:300]
                 if attempt < attempts:
-                    log.warning("Horovod run failed (attempt %d of %d): %s; retrying", attempt,
-                                attempts, detail or err)
+                    saved = load_checkpoint(config["run_dir"])
+                    where = (f"epoch {len(saved['history'])} checkpoint" if saved
+                             else "the start (no epoch was committed)")
+                    log.warning("Horovod run failed (attempt %d of %d: %s); retrying from %s",
+                                attempt, attempts, cause, where)
+                    config = {**config, "resume": True}
                     continue
                 raise TrainingError(
                     f"Horovod training failed after {attempt} attempt(s): {err}"
                     + (f"\n{detail}" if detail else "")
+                    + f"\nCheckpoints are kept in {config['run_dir']}; with a storePath, "
+                    "resume=True (--resume) continues from the last one."
                 ) from err
         raise AssertionError("unreachable")
 
@@ -360,7 +403,7 @@ class ProgressWatcher:
 
         self.path = os.path.join(run_dir, "history.json")
         self.enabled, self.interval = enabled, interval
-        self.shown = 0
+        self.shown = len(self._read().get("history", []))  # a resumed run's epochs were shown
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="hvd-otto-progress")
 
@@ -380,21 +423,26 @@ class ProgressWatcher:
         while not self._stop.wait(self.interval):
             self.poll()
 
+    def _read(self) -> dict:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
     def poll(self) -> None:
         from .worker import format_epoch
 
-        try:
-            with open(self.path) as f:
-                state = json.load(f)
-        except (OSError, ValueError):
+        state = self._read()
+        if not state:
             return
         for entry in state["history"][self.shown:]:
             print(format_epoch(entry, state["epochs"]), flush=True)
         self.shown = max(self.shown, len(state["history"]))
 
 
-def rank_errors(run_dir: str) -> str:
-    """The tracebacks the ranks wrote into ``errors/``, most relevant last lines kept."""
+def rank_errors(run_dir: str, clear: bool = False) -> str:
+    """The tracebacks the ranks wrote into ``errors/`` (removed with ``clear``)."""
     folder = os.path.join(run_dir, "errors")
     if not os.path.isdir(folder):
         return ""
@@ -402,7 +450,73 @@ def rank_errors(run_dir: str) -> str:
     for name in sorted(os.listdir(folder)):
         with open(os.path.join(folder, name)) as f:
             parts.append(f"--- {name[:-4]} ---\n" + f.read().strip())
+    if clear:
+        shutil.rmtree(folder, ignore_errors=True)
     return "\n".join(parts)
+
+
+#: Test-only fault hook: ``HVD_OTTO_TEST_FAULT=rank=R,epoch=E[,batch=B]`` makes rank R exit
+#: abruptly in epoch E, once per run, to prove retries resume from the checkpoint. Off unless set.
+FAULT_ENV = "HVD_OTTO_TEST_FAULT"
+FINISHED = "_FINISHED"
+_RUN_IDENTITY = ("n_features", "n_classes", "optimizer", "batch_size", "model_digest",
+                 "num_proc")
+
+
+def _fault_hook(parse) -> dict | None:
+    try:
+        return parse(os.environ.get(FAULT_ENV))
+    except ValueError as err:
+        raise InputError(f"{FAULT_ENV}: {err}") from None
+
+
+def check_writable(folder: str) -> None:
+    """Fail at once, naming the folder, when the store cannot be written."""
+    try:
+        os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
+        probe = os.path.join(folder, "runs", f".probe-{uuid.uuid4().hex[:8]}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        raise InputError(f"storePath {folder} is not writable ({err.strerror or err}); choose "
+                         "a folder the driver and every executor can write.") from None
+
+
+def unfinished_runs(store_dir: str) -> list[str]:
+    """Run folders with at least one committed epoch and no ``_FINISHED`` marker, oldest first."""
+    from .worker import HISTORY_FILE
+
+    runs = os.path.join(store_dir, "runs")
+    if not os.path.isdir(runs):
+        return []
+    return [os.path.join(runs, name) for name in sorted(os.listdir(runs))
+            if os.path.exists(os.path.join(runs, name, HISTORY_FILE))
+            and not os.path.exists(os.path.join(runs, name, FINISHED))]
+
+
+def check_run_matches(run_dir: str, config: dict, num_proc: int) -> None:
+    """Record what a run trains; a resumed run must train the same model on the same data."""
+    import hashlib
+
+    spec = json.dumps(config["model"], sort_keys=True, default=lambda b: b.hex())
+    identity = {"n_features": config["n_features"], "n_classes": config["n_classes"],
+                "optimizer": config["optimizer"], "batch_size": config["batch_size"],
+                "model_digest": hashlib.sha256(spec.encode()).hexdigest()[:16],
+                "num_proc": num_proc}
+    path = os.path.join(run_dir, "run.json")
+    if config["resume"] and os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        changed = [f"{k}: {before.get(k)} → {identity[k]}" for k in _RUN_IDENTITY
+                   if before.get(k) != identity[k]]
+        if changed:
+            raise InputError(f"cannot resume {run_dir}: it trains something else now "
+                             f"({'; '.join(changed)}); start a new run without resume.")
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(identity, f, indent=1)
 
 
 def task_slots(sc) -> int:

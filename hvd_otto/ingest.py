@@ -104,12 +104,16 @@ def read_csv(
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-    text = spark.read.text(url).select(F.input_file_block_start().alias("_block"), "value")
+    # Lines travel as bytes and are decoded in Python with replacement, so a byte that is not
+    # UTF-8 becomes a rejected row naming its line instead of a crash in the Arrow transfer.
+    text = spark.read.text(url).select(F.input_file_block_start().alias("_block"),
+                                       F.col("value").cast("binary").alias("value"))
     first = text.limit(1).collect()
     if not first:
         raise InputError(f"{display}: the file is empty; it needs a header line and data rows.")
     schema = schema_from_header(
-        split_header_line(first[0]["value"]), display, id_col, label_col, require_label
+        split_header_line(bytes(first[0]["value"]).decode("utf-8", errors="replace")),
+        display, id_col, label_col, require_label
     )
     block_lines = sorted((r["_block"], r["count"]) for r in text.groupBy("_block").count().collect())
     first_line, line = {}, 1
@@ -127,8 +131,9 @@ def read_csv(
                 numbers.append(first_line[block] + seen.get(block, 0))
                 seen[block] = seen.get(block, 0) + 1
             keep = [i for i, n in enumerate(numbers) if n != 1]
-            lines = batch["value"].iloc[keep].tolist()
-            yield parse_rows(lines, [numbers[i] for i in keep], schema)
+            lines = [bytes(v).decode("utf-8", errors="replace")
+                     for v in batch["value"].iloc[keep]]
+            yield parse_rows(lines, [numbers[i] for i in keep], schema, keep_raw=True)
 
     fields = [StructField(LINE, LongType()), StructField(schema.id_col, StringType())]
     if schema.label_col:
@@ -136,13 +141,31 @@ def read_csv(
     fields += [StructField(c, DoubleType()) for c in schema.feature_cols]
     fields += [StructField(c, StringType()) for c in (REASON, COLUMN, RAW)]
     assert [f.name for f in fields] == parsed_columns(schema)
-    rows = text.mapInPandas(parse, StructType(fields)).persist()
+    rows = flag_duplicate_ids(text.mapInPandas(parse, StructType(fields)), schema.id_col)
+    rows = rows.withColumn(RAW, F.when(F.col(REASON).isNotNull(), F.col(RAW))).persist()
     counts = rows.groupBy(F.col(REASON).isNull().alias("good")).count().collect()
     by_verdict = {r["good"]: r["count"] for r in counts}
     total = sum(by_verdict.values())
     if total == 0:
         raise InputError(f"{display}: has a header but no data rows (only blank lines).")
     return ParsedCsv(display, schema, rows, total, by_verdict.get(False, 0))
+
+
+def flag_duplicate_ids(rows, id_col: str):
+    """Mark every good row whose id already appeared on an earlier good line as bad."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    good = F.col(REASON).isNull()
+    first = F.min(F.when(good, F.col(LINE))).over(Window.partitionBy(id_col))
+    marked = rows.withColumn("_first", first).withColumn(
+        "_dup", good & F.col(id_col).isNotNull() & (F.col(LINE) > F.col("_first")))
+    reason = F.concat(F.lit("duplicate id (first at line "), F.col("_first").cast("string"),
+                      F.lit(")"))
+    return (marked
+            .withColumn(REASON, F.when(F.col("_dup"), reason).otherwise(F.col(REASON)))
+            .withColumn(COLUMN, F.when(F.col("_dup"), F.lit(id_col)).otherwise(F.col(COLUMN)))
+            .drop("_first", "_dup"))
 
 
 def load_csv(spark, path: str, id_col: str = "id", label_col: str | None = "target",
@@ -350,6 +373,9 @@ def handle_bad_rows(parsed: ParsedCsv, policy: str, staging: str, name: str, out
         return 0
     if policy == "fail":
         raise InputError(bad_rows_message(parsed, out))
+    if parsed.bad == parsed.total:
+        raise InputError(f"every row is bad ({parsed.bad:,} of {parsed.total:,}); nothing "
+                         "is left to quarantine around. " + bad_rows_message(parsed, out))
     log.warning("%s: quarantining %d bad row(s)", parsed.display, parsed.bad)
     (parsed.bad_rows.orderBy(LINE)
      .withColumnRenamed(LINE, "line").withColumnRenamed(COLUMN, "column")

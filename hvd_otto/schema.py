@@ -110,14 +110,16 @@ def parsed_columns(schema: CsvSchema) -> list[str]:
     return [LINE, schema.id_col, *label, *schema.feature_cols, REASON, COLUMN, RAW]
 
 
-def parse_rows(lines: Sequence[str], line_numbers: Sequence[int], schema: CsvSchema):
+def parse_rows(lines: Sequence[str], line_numbers: Sequence[int], schema: CsvSchema,
+               keep_raw: bool = False):
     """Parse and validate data lines of one CSV; vectorised over the batch.
 
     Returns a ``pandas.DataFrame`` with one row per non-blank input line and the columns
     :func:`parsed_columns` (features as float64, NaN on bad rows). ``_reason``/``_column``
     are ``None`` for a good row, otherwise the first
     problem found (field count, empty id or label, then features in column order:
-    not a number, NaN, infinite, out of range, negative, not an integer).
+    not a number, NaN, infinite, out of range, negative, not an integer). ``_raw`` is the
+    line for bad rows (for every row with ``keep_raw``).
     """
     import numpy as np
     import pandas as pd
@@ -145,6 +147,8 @@ def parse_rows(lines: Sequence[str], line_numbers: Sequence[int], schema: CsvSch
     for i, row in enumerate(fields):
         if row is None:
             reasons[i] = "malformed quoting"
+        elif "\ufffd" in lines[i]:
+            reasons[i] = "bytes that are not valid UTF-8; save the file as UTF-8"
         elif len(row) != schema.n_fields:
             reasons[i] = f"expected {schema.n_fields} fields, found {len(row)}"
         elif row[id_at].strip() == "":
@@ -200,7 +204,8 @@ def parse_rows(lines: Sequence[str], line_numbers: Sequence[int], schema: CsvSch
         out[name] = matrix[:, j]
     out[REASON] = reasons
     out[COLUMN] = columns
-    out[RAW] = [None if r is None else t for r, t in zip(reasons, lines)]
+    out[RAW] = list(lines) if keep_raw else [None if r is None else t
+                                             for r, t in zip(reasons, lines)]
     return pd.DataFrame(out, columns=parsed_columns(schema))
 
 

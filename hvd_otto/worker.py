@@ -98,6 +98,12 @@ def _train(config: dict) -> dict:
     from .devices import allreduce_backend, pin_device
     from .model import make_optimizer, model_from_spec, model_to_bytes
 
+    fault = config.get("fault")
+    if fault and fault["epoch"] == 0 and os.environ.get("HOROVOD_RANK") == str(fault["rank"]):
+        print(f"rank {fault['rank']}: test fault hook: never joining the ring", flush=True)
+        time.sleep(3600)
+    # A rank that does not join the ring within the start timeout fails the run (no hang).
+    os.environ["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(config.get("start_timeout", 60))
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
     try:
@@ -128,36 +134,38 @@ def _train(config: dict) -> dict:
                   metrics=["accuracy"])
 
     monitor = "val_loss" if val else "loss"
-    progress = EpochProgress(rank, size, train["steps"] * batch * size, config["epochs"],
-                             monitor, config["run_dir"] if rank == 0 else None)
+    state = TrainingState(rank, train["steps"] * batch * size, config, monitor, lr)
+    saved = load_checkpoint(config["run_dir"]) if config.get("resume") else None
+    if saved:
+        state.restore(saved, model, config["run_dir"])
+        if rank == 0:
+            print(f"rank 0: resuming after epoch {state.completed} from the run's checkpoint",
+                  flush=True)
     callbacks = [
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
     ]
-    if config["warmup_epochs"] > 0:
+    if config["warmup_epochs"] > state.completed:
         callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
             initial_lr=lr, warmup_epochs=config["warmup_epochs"], momentum_correction=False,
             steps_per_epoch=train["steps"], verbose=0))
-    if config.get("lr_decay_patience", 0) > 0:
-        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.5, patience=config["lr_decay_patience"], verbose=0))
-    callbacks.append(progress)
-    if config["patience"] > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=config["patience"], min_delta=1e-3))
+    callbacks.append(state)
     with train["reader"], (val["reader"] if val else contextlib.nullcontext()):
-        model.fit(train["dataset"], steps_per_epoch=train["steps"], epochs=config["epochs"],
-                  validation_data=val["dataset"] if val else None,
-                  validation_steps=val["steps"] if val else None,
-                  callbacks=callbacks, verbose=0)
-    if progress.best_weights is not None:  # None only when the loss was never finite
-        model.set_weights(progress.best_weights)
+        if not state.stopped and state.completed < config["epochs"]:
+            model.fit(train["dataset"], steps_per_epoch=train["steps"], epochs=config["epochs"],
+                      initial_epoch=state.completed,
+                      validation_data=val["dataset"] if val else None,
+                      validation_steps=val["steps"] if val else None,
+                      callbacks=callbacks, verbose=0)
+    if state.best_weights is not None:  # None only when the loss was never finite
+        model.set_weights(state.best_weights)
     _average_non_trainable(model)
     result = {"rank": rank, "digest": weights_digest(model), "device": str(choice),
-              "allreduce": backend, "first_batch_time": progress.first_batch_time, "shard_rows": train["rows"]}
+              "allreduce": backend, "first_batch_time": state.first_batch_time,
+              "shard_rows": train["rows"], "resumed_after": saved and len(saved["history"])}
     if rank == 0:
-        result.update(model=model_to_bytes(model), history=progress.history,
-                      best_epoch=progress.best_epoch)
+        result.update(model=model_to_bytes(model), history=state.history,
+                      best_epoch=state.best_epoch)
     return result
 
 
@@ -218,46 +226,171 @@ def _keras_callback_base():
     return tf.keras.callbacks.Callback
 
 
-class EpochProgress(_keras_callback_base()):
-    """Per-epoch history and best weights; rank 0 also writes checkpoints and history.json."""
+HISTORY_FILE = "history.json"
+CHECKPOINTS = "checkpoints"
+MIN_DELTA_STOP = 1e-3  # an epoch must improve the monitored loss by this to reset patience
+MIN_DELTA_DECAY = 1e-4  # Keras ReduceLROnPlateau's default
+DECAY_FACTOR = 0.5
 
-    def __init__(self, rank, size, samples_per_epoch, epochs, monitor, run_dir):
+
+def load_checkpoint(run_dir: str) -> dict | None:
+    """The last committed epoch state of a run folder (``None`` when nothing was committed)."""
+    path = os.path.join(run_dir, HISTORY_FILE)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    weights = saved.get("last_weights")
+    if not saved.get("history") or not weights:
+        return None
+    if not os.path.exists(os.path.join(run_dir, CHECKPOINTS, weights)):
+        raise RuntimeError(f"{path} names checkpoint {weights}, which is missing; the run "
+                           "folder was changed by hand: start a new run.")
+    return saved
+
+
+def parse_fault(spec: str | None) -> dict | None:
+    """Parse the test-only fault hook ``rank=R,epoch=E[,batch=B]`` (``None`` when unset).
+
+    Rank R exits abruptly (``os._exit``) after batch B (default 1) of epoch E (1-based), once per
+    run folder; ``epoch=0`` makes rank R never join the ring (a rank that does not start). It exists so the tests can prove that a rank death is retried from the last
+    checkpoint; never set it in production.
+    """
+    if not spec:
+        return None
+    try:
+        fields = dict(part.split("=", 1) for part in spec.split(","))
+        fault = {"rank": int(fields.pop("rank")), "epoch": int(fields.pop("epoch")),
+                 "batch": int(fields.pop("batch", 1))}
+    except (KeyError, ValueError):
+        fields = {"?": None}
+    if fields:
+        raise ValueError(f"fault hook '{spec}': expected rank=R,epoch=E[,batch=B]")
+    return fault
+
+
+class TrainingState(_keras_callback_base()):
+    """History, best weights, early stopping and learning-rate decay, resumable after a crash.
+
+    Rank 0 commits every epoch into the run folder: the weights file first, then
+    ``history.json`` (written with one rename) naming it, so the history never points at a
+    half-written checkpoint and a restarted run continues after the last committed epoch.
+    Decisions use the rank-averaged metrics, so every rank decides the same.
+    """
+
+    def __init__(self, rank: int, samples_per_epoch: int, config: dict, monitor: str,
+                 lr: float):
         super().__init__()
-        self.rank, self.size, self.samples, self.epochs = rank, size, samples_per_epoch, epochs
-        self.monitor, self.run_dir = monitor, run_dir
+        self.rank, self.samples, self.monitor = rank, samples_per_epoch, monitor
+        self.epochs, self.run_dir = config["epochs"], config["run_dir"]
+        self.patience, self.decay_patience = config["patience"], config["lr_decay_patience"]
+        self.fault = config.get("fault")
         self.history: list[dict] = []
         self.best, self.best_epoch, self.best_weights = math.inf, None, None
+        self.stop_best, self.stop_wait, self.stopped = math.inf, 0, False
+        self.decay_best, self.decay_wait, self.lr = math.inf, 0, lr
         self.first_batch_time = None
-        self._started = None
+        self._started, self._epoch = None, 0
+
+    @property
+    def completed(self) -> int:
+        return len(self.history)
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def _counters(self) -> dict:
+        return {k: getattr(self, k) for k in ("best", "best_epoch", "stop_best", "stop_wait",
+                                              "stopped", "decay_best", "decay_wait", "lr")}
+
+    def restore(self, saved: dict, model, run_dir: str) -> None:
+        """Continue from a committed state: history, counters, learning rate and weights."""
+        import tensorflow as tf
+
+        self.history = saved["history"]
+        for key, value in saved["counters"].items():
+            setattr(self, key, math.inf if value is None and key.endswith("best") else value)
+        checkpoints = os.path.join(run_dir, CHECKPOINTS)
+        model.load_weights(os.path.join(checkpoints, saved["last_weights"]))
+        tf.keras.backend.set_value(model.optimizer.lr, self.lr)
+        if saved.get("best_weights"):
+            current = model.get_weights()
+            model.load_weights(os.path.join(checkpoints, saved["best_weights"]))
+            self.best_weights = model.get_weights()
+            model.set_weights(current)
+
+    def _commit(self, improved: bool) -> None:
+        checkpoints = os.path.join(self.run_dir, CHECKPOINTS)
+        os.makedirs(checkpoints, exist_ok=True)
+        last = f"epoch-{self.completed:04d}.weights.h5"
+        self.model.save_weights(os.path.join(checkpoints, last))
+        path = os.path.join(self.run_dir, HISTORY_FILE)
+        best = (f"best-epoch-{self.best_epoch:04d}.weights.h5"
+                if self.best_epoch is not None else None)
+        if improved:
+            self.model.save_weights(os.path.join(checkpoints, best))
+        counters = {k: (None if isinstance(v, float) and math.isinf(v) else v)
+                    for k, v in self._counters().items()}
+        with open(path + ".tmp", "w") as f:
+            json.dump({"history": self.history, "best_epoch": self.best_epoch,
+                       "epochs": self.epochs, "last_weights": last, "best_weights": best,
+                       "counters": counters}, f, indent=1)
+        os.replace(path + ".tmp", path)  # the commit point of this epoch
+        for name in os.listdir(checkpoints):
+            if name not in (last, best):
+                os.remove(os.path.join(checkpoints, name))
+
+    # --- Keras hooks ---------------------------------------------------------------------------
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.first_batch_time is None:
             self.first_batch_time = time.time()
 
+    def on_train_batch_end(self, batch, logs=None):
+        fault = self.fault
+        if (fault and fault["rank"] == self.rank and fault["epoch"] == self._epoch + 1
+                and fault["batch"] == batch + 1):
+            marker = os.path.join(self.run_dir, "faults",
+                                  f"rank{fault['rank']}-epoch{fault['epoch']}")
+            if not os.path.exists(marker):
+                os.makedirs(os.path.dirname(marker), exist_ok=True)
+                with open(marker, "w") as f:
+                    f.write(f"injected at batch {batch + 1}\n")
+                print(f"rank {self.rank}: test fault hook: exiting in epoch {fault['epoch']}",
+                      flush=True)
+                os._exit(17)
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        self._started, self._epoch = time.perf_counter(), epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
         seconds = time.perf_counter() - self._started
         entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                  "seconds": seconds, "samples_per_second": self.samples / seconds}
         entry.pop("lr", None)
-        self.history.append(entry)
         value = entry.get(self.monitor, math.inf)
         improved = value < self.best
         if improved:
             self.best, self.best_epoch = value, epoch + 1
             self.best_weights = self.model.get_weights()
-        if self.rank != 0:
-            return
-        checkpoints = os.path.join(self.run_dir, "checkpoints")
-        os.makedirs(checkpoints, exist_ok=True)
-        self.model.save_weights(os.path.join(checkpoints, "last.weights.h5"))
-        if improved:
-            self.model.save_weights(os.path.join(checkpoints, "best.weights.h5"))
         entry["best"] = improved
-        path = os.path.join(self.run_dir, "history.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump({"history": self.history, "best_epoch": self.best_epoch,
-                       "epochs": self.epochs}, f, indent=1)
-        os.replace(path + ".tmp", path)  # the driver's progress watcher never sees half a file
+        self.history.append(entry)
+        if value < self.stop_best - MIN_DELTA_STOP:
+            self.stop_best, self.stop_wait = value, 0
+        else:
+            self.stop_wait += 1
+            if self.patience > 0 and self.stop_wait >= self.patience:
+                self.stopped = self.model.stop_training = True
+        self.lr = float(tf.keras.backend.get_value(self.model.optimizer.lr))
+        if value < self.decay_best - MIN_DELTA_DECAY:
+            self.decay_best, self.decay_wait = value, 0
+        elif self.decay_patience > 0:
+            self.decay_wait += 1
+            if self.decay_wait >= self.decay_patience:
+                self.lr *= DECAY_FACTOR
+                tf.keras.backend.set_value(self.model.optimizer.lr, self.lr)
+                self.decay_wait = 0
+        if self.rank == 0:
+            self._commit(improved)

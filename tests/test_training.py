@@ -66,7 +66,9 @@ def test_history_and_checkpoints_are_in_the_store(fitted):
     run = Path(fitted.getSummary()["run"].replace("file://", ""))
     saved = json.loads((run / "history.json").read_text())
     assert saved["history"] == fitted.getHistory()
-    assert (run / "checkpoints" / "best.weights.h5").exists()
+    best = fitted.getSummary()["best_epoch"]
+    assert (run / "checkpoints" / f"best-epoch-{best:04d}.weights.h5").exists()
+    assert (run / "_FINISHED").exists() and not (run / "data").exists()
 
 
 def test_transform_gives_probabilities_and_argmax(fitted, small_data):
@@ -117,7 +119,7 @@ def test_a_failing_rank_surfaces_its_traceback(small_data, tmp_path):
     train, _ = small_data
     bad_model = '{"class_name": "NoSuchLayerStack", "config": {}}'
     est = HorovodKerasEstimator(numProc=2, epochs=1, modelConfig=bad_model, verbose=0,
-                                storePath=str(tmp_path))
+                                storePath=str(tmp_path), maxRetries=0)
     with pytest.raises(RuntimeError) as err:
         est.fit(train.limit(200))
     text = str(err.value)
