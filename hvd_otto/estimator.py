@@ -297,6 +297,7 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         check_run_matches(run_dir, config, num_proc)
         log.info("training on %d ranks, run folder %s%s", num_proc, run_url,
                  " (resuming)" if resumed else "")
+        self._sc_of_fit = spark.sparkContext
         try:
             results, attempts = self._run_with_retries(config, num_proc)
         finally:  # the Parquet copy is only for this fit; checkpoints and history stay
@@ -353,12 +354,15 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         """Run the ranks; after a failure, run again from the last committed epoch."""
         import horovod.spark
 
-        from .worker import load_checkpoint, train_rank
+        from .worker import RANKS_DIR, load_checkpoint, train_rank
 
         attempts = self.getMaxRetries() + 1
         for attempt in range(1, attempts + 1):
+            shutil.rmtree(os.path.join(config["run_dir"], RANKS_DIR), ignore_errors=True)
+            watchdog = RunWatchdog(self._sc_of_fit, config["run_dir"], num_proc,
+                                   self.getStartTimeout())
             try:
-                with ProgressWatcher(config["run_dir"], enabled=self.getVerbose() > 0):
+                with ProgressWatcher(config["run_dir"], enabled=self.getVerbose() > 0), watchdog:
                     results = horovod.spark.run(
                         train_rank, args=(config,), num_proc=num_proc,
                         start_timeout=self.getStartTimeout(), use_gloo=True,
@@ -369,6 +373,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
                 return results, attempt
             except Exception as err:
                 detail = rank_errors(config["run_dir"], clear=True)
+                if watchdog.reason:
+                    detail = (detail + "\n" if detail else "") + watchdog.reason
                 cause = (detail or str(err)).strip().splitlines()[-1][:300]
                 if attempt < attempts:
                     saved = load_checkpoint(config["run_dir"])
@@ -389,6 +395,72 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
 
 class TrainingError(RuntimeError):
     """Horovod training failed on every attempt; the message carries the ranks' errors."""
+
+
+class RunWatchdog:
+    """End a Horovod run that would otherwise hang, by cancelling its Spark job group.
+
+    Two cases: ranks that started but did not all join the ring within ``start_timeout``
+    seconds (one rank stuck before ``hvd.init``), and a rank that failed while the others
+    stay blocked for more than ``grace`` seconds. ``reason`` says which, for the error.
+    """
+
+    def __init__(self, sc, run_dir: str, num_proc: int, start_timeout: float,
+                 grace: float = 30.0, interval: float = 1.0):
+        import threading
+
+        self.sc, self.run_dir, self.num_proc = sc, run_dir, num_proc
+        self.start_timeout, self.grace, self.interval = start_timeout, grace, interval
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="hvd-otto-watchdog")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+    def _states(self, suffix: str) -> list[str]:
+        from .worker import RANKS_DIR
+
+        folder = os.path.join(self.run_dir, RANKS_DIR)
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return sorted(n.split(".")[0].split("-")[1] for n in names if n.endswith(suffix))
+
+    def check(self, now: float, first_alive: float | None, first_error: float | None) -> str | None:
+        """The reason to cancel the run now, or ``None`` (a pure decision, unit-tested)."""
+        joined = self._states(".joined")
+        if first_alive is not None and len(joined) < self.num_proc \
+                and now - first_alive > self.start_timeout:
+            missing = sorted(set(map(str, range(self.num_proc))) - set(joined))
+            return (f"rank(s) {', '.join(missing)} did not join the Horovod ring within "
+                    f"startTimeout={self.start_timeout:g} s (joined: {joined or 'none'}); a "
+                    "rank is stuck before hvd.init or its executor is unreachable")
+        if first_error is not None and now - first_error > self.grace:
+            return (f"a rank failed and the others were still blocked {self.grace:g} s later; "
+                    "the run was cancelled")
+        return None
+
+    def _loop(self) -> None:
+        from horovod.spark.driver import job_id
+
+        first_alive = first_error = None
+        while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            if first_alive is None and self._states(".alive"):
+                first_alive = now
+            if first_error is None and os.path.isdir(os.path.join(self.run_dir, "errors")):
+                first_error = now
+            reason = self.check(now, first_alive, first_error)
+            if reason:
+                self.reason = reason
+                log.warning("cancelling the Horovod run: %s", reason)
+                self.sc.cancelJobGroup(f"horovod.spark.run.{job_id.JOB_ID}")
+                return
 
 
 class ProgressWatcher:
@@ -699,6 +771,21 @@ class _HorovodKerasModelReader(MLReader):
             fs.copy_to_local(store.join(url, _MODEL_FILE), local)
             with open(local, "rb") as f:
                 data = f.read()
+        check_keras_bytes(data, f"{path}/{_MODEL_FILE}")
         model = HorovodKerasModel(data, metadata.get("history"), metadata.get("summary"))
         DefaultParamsReader.getAndSetParams(model, metadata)
         return model
+
+
+def check_keras_bytes(data: bytes, where: str) -> None:
+    """Load the model once on the driver (Keras safe_mode), so a damaged or unsafe file is a
+    clear error here rather than a crash inside every scoring task."""
+    from .model import model_from_bytes
+
+    try:
+        model_from_bytes(data)
+    except Exception as err:  # noqa: BLE001 - any load failure is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise InputError(f"{where} is not a loadable Keras model ({first}); it was damaged "
+                         "or changed after saving (unsafe content such as Lambda layers is "
+                         "refused).") from None

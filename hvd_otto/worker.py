@@ -78,6 +78,17 @@ def weights_digest(model) -> str:
     return digest.hexdigest()[:16]
 
 
+RANKS_DIR = "ranks"
+
+
+def mark_rank(run_dir: str, rank, state: str) -> None:
+    """Leave ``ranks/rank-N.<state>`` in the run folder for the driver's watchdog."""
+    folder = os.path.join(run_dir, RANKS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"rank-{rank}.{state}"), "w"):
+        pass
+
+
 def train_rank(config: dict) -> dict:
     """Train on this rank; on failure write the traceback into the run's ``errors/`` folder."""
     quiet_worker_warnings()
@@ -99,13 +110,15 @@ def _train(config: dict) -> dict:
     from .model import make_optimizer, model_from_spec, model_to_bytes
 
     fault = config.get("fault")
-    if fault and fault["epoch"] == 0 and os.environ.get("HOROVOD_RANK") == str(fault["rank"]):
-        print(f"rank {fault['rank']}: test fault hook: never joining the ring", flush=True)
+    env_rank = os.environ.get("HOROVOD_RANK", "-1")
+    if fault and fault["epoch"] == 0 and env_rank == str(fault["rank"]):
+        print(f"rank {env_rank}: test fault hook: never joining the ring", flush=True)
         time.sleep(3600)
-    # A rank that does not join the ring within the start timeout fails the run (no hang).
-    os.environ["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(config.get("start_timeout", 60))
+    # The driver's watchdog ends a run whose ranks do not all join within startTimeout.
+    mark_rank(config["run_dir"], env_rank, "alive")
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+    mark_rank(config["run_dir"], rank, "joined")
     try:
         from horovod.spark.task import get_available_devices
         addresses = list(get_available_devices())
@@ -136,6 +149,7 @@ def _train(config: dict) -> dict:
     monitor = "val_loss" if val else "loss"
     state = TrainingState(rank, train["steps"] * batch * size, config, monitor, lr)
     saved = load_checkpoint(config["run_dir"]) if config.get("resume") else None
+    resumed_after = len(saved["history"]) if saved else None
     if saved:
         state.restore(saved, model, config["run_dir"])
         if rank == 0:
@@ -162,7 +176,7 @@ def _train(config: dict) -> dict:
     _average_non_trainable(model)
     result = {"rank": rank, "digest": weights_digest(model), "device": str(choice),
               "allreduce": backend, "first_batch_time": state.first_batch_time,
-              "shard_rows": train["rows"], "resumed_after": saved and len(saved["history"])}
+              "shard_rows": train["rows"], "resumed_after": resumed_after}
     if rank == 0:
         result.update(model=model_to_bytes(model), history=state.history,
                       best_epoch=state.best_epoch)
@@ -307,7 +321,7 @@ class TrainingState(_keras_callback_base()):
         """Continue from a committed state: history, counters, learning rate and weights."""
         import tensorflow as tf
 
-        self.history = saved["history"]
+        self.history = list(saved["history"])
         for key, value in saved["counters"].items():
             setattr(self, key, math.inf if value is None and key.endswith("best") else value)
         checkpoints = os.path.join(run_dir, CHECKPOINTS)
