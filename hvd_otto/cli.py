@@ -238,7 +238,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 def run_predict(args: argparse.Namespace) -> str:
     """Score an unlabelled CSV into a Kaggle submission (``id,Class_1,…``), written atomically."""
     from . import store
-    from .scoring import load_model, read_csv_for_model, submission_frame, write_csv_atomically
+    from .scoring import load_model, read_csv_for_model, write_submission
 
     spark = spark_from_args(args)
     fs = store.HadoopFs(spark)
@@ -246,9 +246,8 @@ def run_predict(args: argparse.Namespace) -> str:
     store.check_output(fs, out_url, args.overwrite)
     model = load_model(spark, args.model)
     frame = read_csv_for_model(spark, model, args.test, args.id_col, require_label=False)
-    submission = submission_frame(model, frame, args.id_col)
-    write_csv_atomically(fs, submission, out_url, args.overwrite)
-    print(f"wrote {len(submission):,} rows × {len(model.labels)} class probabilities to {out_url}")
+    write_submission(fs, model, frame, out_url, args.id_col, args.overwrite)
+    print(f"wrote {frame.count():,} rows × {len(model.labels)} class probabilities to {out_url}")
     return out_url
 
 

@@ -23,7 +23,7 @@ from . import store
 from .features import build_preprocessing
 from .ingest import check_feature_columns, handle_bad_rows, read_csv, stage_source, stratified_split
 from .schema import InputError
-from .scoring import SavedModel, evaluate_frame, submission_frame, write_csv_atomically, write_evaluation
+from .scoring import SavedModel, evaluate_frame, write_evaluation, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,9 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
                 figures = evaluate_frame(saved, holdout_rows)
                 write_evaluation(fs, staging, figures, keras.getHistory())
             if test_parsed is not None:
-                submission = submission_frame(saved, test_parsed.good_rows, id_col)
-                write_csv_atomically(fs, submission, store.join(staging, "submission.csv"))
-                summary["submission_rows"] = len(submission)
+                write_submission(fs, saved, test_parsed.good_rows,
+                                 store.join(staging, "submission.csv"), id_col)
+                summary["submission_rows"] = test_parsed.total - test_parsed.bad
             train_summary = keras.getSummary()
             summary.update({
                 "rows": {"input": parsed.total, "rejected": rejected},

@@ -162,33 +162,30 @@ def write_evaluation(fs: store.HadoopFs, folder_url: str, figures: dict,
     return [target, *written]
 
 
-def submission_frame(model: SavedModel, frame, id_col: str = "id"):
-    """Kaggle's submission layout as pandas: ``id`` then one probability column per class."""
-    import numpy as np
-    import pandas as pd
+def write_submission(fs: store.HadoopFs, model: SavedModel, frame, url: str,
+                     id_col: str = "id", overwrite: bool = False) -> None:
+    """Score ``frame`` into Kaggle's CSV (``id`` then one probability per class), in input order.
 
-    scored = model.transform(frame)
-    result = scored.select(LINE, id_col, "probability").toPandas().sort_values(LINE)
-    probs = (np.stack(result["probability"].map(lambda v: v.toArray()))
-             if len(result) else np.zeros((0, len(model.labels))))
-    submission = pd.DataFrame(probs, columns=model.labels)
-    submission.insert(0, id_col, result[id_col].to_numpy())
-    return submission
+    Spark writes it (sorted by input line, one part file) into a hidden staging folder beside
+    ``url`` and the part file is renamed to ``url``: the driver never holds the rows, so memory
+    does not grow with the file, and a crash leaves no file under the final name.
+    """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
 
-
-def write_csv_atomically(fs: store.HadoopFs, frame, url: str, overwrite: bool = False) -> None:
-    """Write a pandas frame as CSV to ``url``: a hidden temporary file, then one rename."""
     store.check_output(fs, url, overwrite)
+    probs = vector_to_array(F.col("probability"))
+    columns = [F.col(id_col)] + [F.format_string("%.6f", probs[i]).alias(label)
+                                 for i, label in enumerate(model.labels)]
+    scored = model.transform(frame).select(LINE, *columns).orderBy(LINE).drop(LINE)
     parent, name = url.rstrip("/").rsplit("/", 1)
     staging = store.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, name)
-        frame.to_csv(local, index=False, float_format="%.6f")
-        fs.mkdirs(parent)
-        try:
-            fs.copy_from_local(local, staging)
-            if fs.exists(url):
-                fs.delete(url)
-            fs.rename(staging, url)
-        finally:
-            fs.delete(staging)
+    try:
+        (scored.coalesce(1).write.option("header", True).option("quote", '"')
+         .option("escape", '"').csv(staging))
+        part = next(p for p in fs.list(staging) if p.rsplit("/", 1)[-1].startswith("part-"))
+        if fs.exists(url):
+            fs.delete(url)
+        fs.rename(part, url)
+    finally:
+        fs.delete(staging)

@@ -64,6 +64,11 @@ class HadoopFs:
         if fs.exists(path):
             fs.delete(path, True)
 
+    def list(self, url: str) -> list[str]:
+        """URLs of the entries of a folder."""
+        fs, path = self._fs(url)
+        return [str(status.getPath().toString()) for status in fs.listStatus(path)]
+
     def mkdirs(self, url: str) -> None:
         fs, path = self._fs(url)
         fs.mkdirs(path)

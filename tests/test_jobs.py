@@ -107,7 +107,7 @@ def test_predict_writes_a_kaggle_submission_once(trained, capsys):
     assert main(["predict", "--test", str(trained / "test.csv"), "--model", str(trained / "model"),
                  "--out", str(sub)]) == 2
     assert "already exists" in capsys.readouterr().err and sub.read_bytes() == before
-    assert [p.name for p in trained.iterdir() if p.name.startswith(".submission")] == []
+    assert [p.name for p in trained.iterdir() if p.name.startswith(".submission.csv.tmp")] == []
 
 
 def _bad_input_cases(base):
@@ -115,6 +115,9 @@ def _bad_input_cases(base):
     model, labelled, test = base / "model", base / "labelled.csv", base / "test.csv"
     other = base / "other_columns.csv"
     other.write_text("id,feat_1,feat_X\n1,0,0\n")
+    unseen = base / "unseen_label.csv"
+    lines = labelled.read_text().splitlines()
+    unseen.write_text("\n".join([*lines[:4], lines[4].rsplit(",", 1)[0] + ",Class_99"]) + "\n")
     return {
         "train: missing CSV": (["train", "--train", str(base / "nope.csv"), "--model",
                                 str(base / "m-new")], ["nope.csv", "not found"], "m-new"),
@@ -129,6 +132,10 @@ def _bad_input_cases(base):
         "evaluate: unlabelled file": (["evaluate", "--test", str(test), "--model", str(model),
                                        "--out", str(base / "e-new")],
                                       ["test.csv, line 1", "no label column 'target'"], "e-new"),
+        "evaluate: a label training never saw": (
+            ["evaluate", "--test", str(unseen), "--model", str(model), "--out",
+             str(base / "e-new")], ["unseen_label.csv, column 'target'", "'Class_99'",
+                                    "first at line 5"], "e-new"),
         "predict: other feature columns": (["predict", "--test", str(other), "--model",
                                             str(model), "--out", str(base / "p-new.csv")],
                                            ["other_columns.csv, line 1", "feat_X"],
