@@ -133,7 +133,7 @@ def read_csv(
             keep = [i for i, n in enumerate(numbers) if n != 1]
             lines = [bytes(v).decode("utf-8", errors="replace")
                      for v in batch["value"].iloc[keep]]
-            yield parse_rows(lines, [numbers[i] for i in keep], schema, keep_raw=True)
+            yield parse_rows(lines, [numbers[i] for i in keep], schema)
 
     fields = [StructField(LINE, LongType()), StructField(schema.id_col, StringType())]
     if schema.label_col:
@@ -141,8 +141,8 @@ def read_csv(
     fields += [StructField(c, DoubleType()) for c in schema.feature_cols]
     fields += [StructField(c, StringType()) for c in (REASON, COLUMN, RAW)]
     assert [f.name for f in fields] == parsed_columns(schema)
-    rows = flag_duplicate_ids(text.mapInPandas(parse, StructType(fields)), schema.id_col)
-    rows = rows.withColumn(RAW, F.when(F.col(REASON).isNotNull(), F.col(RAW))).persist()
+    rows = flag_duplicate_ids(text.mapInPandas(parse, StructType(fields)).persist(),
+                              schema.id_col)
     counts = rows.groupBy(F.col(REASON).isNull().alias("good")).count().collect()
     by_verdict = {r["good"]: r["count"] for r in counts}
     total = sum(by_verdict.values())
@@ -152,20 +152,30 @@ def read_csv(
 
 
 def flag_duplicate_ids(rows, id_col: str):
-    """Mark every good row whose id already appeared on an earlier good line as bad."""
-    from pyspark.sql import Window
+    """Mark every good row whose id already appeared on an earlier good line as bad.
+
+    ``rows`` is persisted; only ids and line numbers are aggregated, and the (usually empty)
+    duplicates are joined back, so a file without duplicates costs one small aggregation.
+    The rejected duplicate's ``_raw`` is empty: its line number points at it.
+    """
     from pyspark.sql import functions as F
 
-    good = F.col(REASON).isNull()
-    first = F.min(F.when(good, F.col(LINE))).over(Window.partitionBy(id_col))
-    marked = rows.withColumn("_first", first).withColumn(
-        "_dup", good & F.col(id_col).isNotNull() & (F.col(LINE) > F.col("_first")))
+    good = F.col(REASON).isNull() & F.col(id_col).isNotNull()
+    dups = (rows.where(good).groupBy(id_col)
+            .agg(F.min(LINE).alias("_first"), F.count(F.lit(1)).alias("_n"))
+            .where(F.col("_n") > 1).select(id_col, "_first"))
+    if not dups.limit(1).collect():
+        return rows
+    duplicate = good & F.col("_first").isNotNull() & (F.col(LINE) > F.col("_first"))
     reason = F.concat(F.lit("duplicate id (first at line "), F.col("_first").cast("string"),
                       F.lit(")"))
-    return (marked
-            .withColumn(REASON, F.when(F.col("_dup"), reason).otherwise(F.col(REASON)))
-            .withColumn(COLUMN, F.when(F.col("_dup"), F.lit(id_col)).otherwise(F.col(COLUMN)))
-            .drop("_first", "_dup"))
+    marked = (rows.join(dups, on=id_col, how="left").withColumn("_dup", duplicate)
+              .withColumn(REASON, F.when(F.col("_dup"), reason).otherwise(F.col(REASON)))
+              .withColumn(COLUMN, F.when(F.col("_dup"), F.lit(id_col)).otherwise(F.col(COLUMN)))
+              .select(*rows.columns).persist())
+    marked.count()
+    rows.unpersist()
+    return marked
 
 
 def load_csv(spark, path: str, id_col: str = "id", label_col: str | None = "target",

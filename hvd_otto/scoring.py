@@ -170,6 +170,7 @@ def write_submission(fs: store.HadoopFs, model: SavedModel, frame, url: str,
     ``url`` and the part file is renamed to ``url``: the driver never holds the rows, so memory
     does not grow with the file, and a crash leaves no file under the final name.
     """
+    from pyspark import StorageLevel
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
@@ -177,15 +178,18 @@ def write_submission(fs: store.HadoopFs, model: SavedModel, frame, url: str,
     probs = vector_to_array(F.col("probability"))
     columns = [F.col(id_col)] + [F.format_string("%.6f", probs[i]).alias(label)
                                  for i, label in enumerate(model.labels)]
-    scored = model.transform(frame).select(LINE, *columns).orderBy(LINE).drop(LINE)
+    # Scored once, in parallel, and kept (spilling to disk) for the sort: orderBy samples its
+    # input first, which would otherwise run the model twice.
+    scored = model.transform(frame).select(LINE, *columns).persist(StorageLevel.MEMORY_AND_DISK)
     parent, name = url.rstrip("/").rsplit("/", 1)
     staging = store.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        (scored.coalesce(1).write.option("header", True).option("quote", '"')
+        (scored.orderBy(LINE).drop(LINE).coalesce(1).write.option("header", True).option("quote", '"')
          .option("escape", '"').csv(staging))
         part = next(p for p in fs.list(staging) if p.rsplit("/", 1)[-1].startswith("part-"))
         if fs.exists(url):
             fs.delete(url)
         fs.rename(part, url)
     finally:
+        scored.unpersist()
         fs.delete(staging)

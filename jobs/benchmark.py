@@ -3,10 +3,17 @@ same script (the machines are shared and noisy: compare ratios, not absolute sec
 
     python jobs/benchmark.py ingest [--otto DIR] [--out results.json]
     python jobs/benchmark.py train  [--otto DIR] [--epochs 20] [--out results.json]
+    python jobs/benchmark.py memory [--rows 200000,2000000] [--train-rows 0] [--out results.json]
+    python jobs/benchmark.py retry  [--otto DIR] [--epochs 6] [--out results.json]
 
 ``ingest``: ``prepare`` with Spark vs pyarrow CSV → numpy transform → Parquet.
 ``train``: tf.keras ``model.fit`` on numpy vs hvd-otto with 1 and 2 ranks (same model, batch
 size and epochs), holdout quality, and ``transform`` rows/s vs ``model.predict`` on Otto's test file.
+``memory``: peak memory of ``hvd-otto predict`` (driver, JVM and Python workers together) on
+synthetic test files of each ``--rows`` size, each in a fresh process; with ``--train-rows N``
+also trains with the default settings on N synthetic rows (Otto × 10 = 618780).
+``retry``: the same 2-rank fit on Otto's prepared train split, uninterrupted and with one rank
+killed mid-epoch (retried from the last checkpoint): the extra seconds one failure costs.
 """
 
 from __future__ import annotations
@@ -216,13 +223,138 @@ def bench_train(args) -> dict:
     return results
 
 
+def _synthetic_csv(path: str, rows: int, seed: int, label: bool, chunk: int = 200_000) -> str:
+    """Write ``rows`` Otto-shaped rows in chunks (ids unique), without holding them all."""
+    from hvd_otto import synthetic
+
+    for start in range(0, rows, chunk):
+        frame = synthetic.generate(min(chunk, rows - start), seed + start)
+        frame["id"] = np.arange(start + 1, start + len(frame) + 1)
+        if not label:
+            frame = frame.drop(columns=["target"])
+        frame.to_csv(path, index=False, header=start == 0, mode="w" if start == 0 else "a")
+    return path
+
+
+def _run_measured(command: list[str], env: dict) -> dict:
+    """Run a command; sample the RSS of its whole process tree every 0.2 s."""
+    import subprocess
+
+    import psutil
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    root = psutil.Process(proc.pid)
+    peak_total = peak_driver = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            sizes = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
+        except psutil.Error:
+            continue
+        peak_total = max(peak_total, sum(sizes.values()))
+        peak_driver = max(peak_driver, sizes.get(proc.pid, 0))
+        time.sleep(0.2)
+    output = proc.stdout.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    return {"seconds": time.perf_counter() - started, "peak_tree_mb": peak_total / 2**20,
+            "peak_driver_python_mb": peak_driver / 2**20, "output": output}
+
+
+def bench_memory(args) -> dict:
+    tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-mem-")
+    env = {**os.environ, "HVD_OTTO_MASTER": args.master}
+    cli = [sys.executable, "-m", "hvd_otto.cli"]
+    train_csv = _synthetic_csv(os.path.join(tmp, "train.csv"), 20_000, 1, label=True)
+    model = os.path.join(tmp, "model")
+    _run_measured([*cli, "train", "--train", train_csv, "--model", model, "--epochs", "2"], env)
+    figures: dict = {"master": args.master, "predict": {}}
+    print(f"scoring memory (hvd-otto predict, master {args.master}; peak RSS of the driver, "
+          "its JVM and Python workers together):")
+    for rows in [int(r) for r in args.rows.split(",")]:
+        test_csv = _synthetic_csv(os.path.join(tmp, f"test-{rows}.csv"), rows, 7, label=False)
+        out = os.path.join(tmp, f"submission-{rows}.csv")
+        run = _run_measured([*cli, "predict", "--test", test_csv, "--model", model,
+                             "--out", out], env)
+        with open(out) as f:
+            written = sum(1 for _ in f) - 1
+        assert written == rows, (written, rows)
+        figures["predict"][str(rows)] = {k: v for k, v in run.items() if k != "output"}
+        print(f"  {rows:>10,} rows: peak {run['peak_tree_mb']:7,.0f} MB in all, driver Python "
+              f"{run['peak_driver_python_mb']:5,.0f} MB, {run['seconds']:6.1f} s "
+              f"({rows / run['seconds']:,.0f} rows/s)")
+        os.remove(test_csv)
+    if args.train_rows:
+        train_big = _synthetic_csv(os.path.join(tmp, "train-big.csv"), args.train_rows, 3,
+                                   label=True)
+        out = os.path.join(tmp, "big-run")
+        run = _run_measured([*cli, "pipeline", "--train", train_big, "--out", out], env)
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+        figures["train_big"] = {"rows": args.train_rows, "seconds": run["seconds"],
+                                "peak_tree_mb": run["peak_tree_mb"],
+                                "epochs": summary["epochs"],
+                                "holdout": summary["holdout_figures"]}
+        print(f"  training with default settings on {args.train_rows:,} rows: "
+              f"{summary['epochs']} epochs, {run['seconds']:.0f} s, peak "
+              f"{run['peak_tree_mb']:,.0f} MB; holdout log loss "
+              f"{summary['holdout_figures']['log_loss']:.4f}, accuracy "
+              f"{summary['holdout_figures']['accuracy']:.4f}")
+    return figures
+
+
+def bench_retry(args) -> dict:
+    from hvd_otto.estimator import FAULT_ENV, HorovodKerasEstimator
+    from hvd_otto.ingest import prepare
+    from hvd_otto.spark import get_spark
+
+    spark = get_spark(args.master)
+    tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-retry-")
+    prepare(spark, os.path.join(args.otto, "train.csv.zip"), os.path.join(tmp, "data"))
+    train = spark.read.parquet(os.path.join(tmp, "data", "train")).cache()
+    train.count()
+    runs = {}
+    fault_epoch = max(2, args.epochs // 2 + 1)
+    for name, fault in (("uninterrupted", None),
+                        ("one rank killed", f"rank=1,epoch={fault_epoch},batch=50")):
+        if fault:
+            os.environ[FAULT_ENV] = fault
+        est = HorovodKerasEstimator(numProc=2, epochs=args.epochs, earlyStoppingPatience=0,
+                                    maxRetries=1, storePath=os.path.join(tmp, name), verbose=0)
+        started = time.perf_counter()
+        model = est.fit(train)
+        seconds = time.perf_counter() - started
+        os.environ.pop(FAULT_ENV, None)
+        history = model.getHistory()
+        runs[name] = {"seconds": seconds, "attempts": model.getSummary()["attempts"],
+                      "epochs": [h["epoch"] for h in history],
+                      "final_val_loss": history[-1]["val_loss"]}
+    extra = runs["one rank killed"]["seconds"] - runs["uninterrupted"]["seconds"]
+    figures = {"epochs": args.epochs, "fault": f"rank 1 killed in epoch {fault_epoch}",
+               "runs": runs, "extra_seconds": extra}
+    print(f"retry cost ({args.epochs} epochs on Otto's train split, 2 ranks):")
+    for name, run in runs.items():
+        print(f"  {name:<16} {run['seconds']:6.1f} s, attempts {run['attempts']}, epochs "
+              f"{run['epochs'][0]}..{run['epochs'][-1]} ({len(run['epochs'])}), final val_loss "
+              f"{run['final_val_loss']:.4f}")
+    print(f"  one failure cost {extra:+.1f} s")
+    return figures
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("ingest", "train"))
+    parser.add_argument("what", choices=("ingest", "train", "memory", "retry"))
     parser.add_argument("--otto", default=DEFAULT_OTTO, help="folder with Otto's zip files")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs (default 20 for train, 6 for retry)")
+    parser.add_argument("--rows", default="200000,2000000",
+                        help="memory: sizes of the scored test files")
+    parser.add_argument("--train-rows", type=int, default=0,
+                        help="memory: also train on this many synthetic rows (618780 = Otto×10)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="global batch size (per rank: this / ranks)")
     parser.add_argument("--out", default=None, help="append the figures to this JSON file")
@@ -231,7 +363,11 @@ def main(argv=None) -> int:
         print(f"error: Otto's train.csv.zip not found in {args.otto}; pass --otto DIR",
               file=sys.stderr)
         return 2
-    figures = bench_ingest(args) if args.what == "ingest" else bench_train(args)
+    if args.epochs is None:
+        args.epochs = 6 if args.what == "retry" else 20
+    bench = {"ingest": bench_ingest, "train": bench_train, "memory": bench_memory,
+             "retry": bench_retry}[args.what]
+    figures = bench(args)
     if args.out:
         existing = json.load(open(args.out)) if os.path.exists(args.out) else {}
         existing[args.what] = figures
