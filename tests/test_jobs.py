@@ -149,6 +149,9 @@ def _bad_input_cases(base):
         "pipeline: test file with other columns": (
             ["pipeline", "--train", str(base / "train.csv"), "--test", str(other), "--out",
              str(base / "pl-new")], ["other_columns.csv, line 1", "differ"], "pl-new"),
+        "demo: a folder that is not an earlier demo": (
+            ["demo", "--out", str(base / "data")], ["is not the output of an earlier demo",
+                                                    "--overwrite"], None),
         "prepare: missing CSV": (["prepare", "--train", str(base / "nope.csv"), "--out",
                                   str(base / "d-new")], ["nope.csv"], "d-new"),
     }
