@@ -267,9 +267,10 @@ def load_checkpoint(run_dir: str) -> dict | None:
 def parse_fault(spec: str | None) -> dict | None:
     """Parse the test-only fault hook ``rank=R,epoch=E[,batch=B]`` (``None`` when unset).
 
-    Rank R exits abruptly (``os._exit``) after batch B (default 1) of epoch E (1-based), once per
-    run folder; ``epoch=0`` makes rank R never join the ring (a rank that does not start). It exists so the tests can prove that a rank death is retried from the last
-    checkpoint; never set it in production.
+    Rank R exits abruptly (``os._exit``) after batch B (default 1) of epoch E (1-based), once
+    per run folder; ``epoch=0`` makes rank R never join the ring (a rank that does not start).
+    It exists so the tests can prove that failures are retried from the last checkpoint and
+    that hangs end; never set it in production.
     """
     if not spec:
         return None
