@@ -170,7 +170,7 @@ def run_train(args: argparse.Namespace):
     from pyspark.ml import PipelineModel
 
     from . import store
-    from .ingest import load_csv, read_prepared_metadata
+    from .ingest import feature_columns, load_csv, read_prepared_metadata
     from .pipeline import build_pipeline, save_model
 
     spark = spark_from_args(args)
@@ -187,7 +187,7 @@ def run_train(args: argparse.Namespace):
         model = PipelineModel(stages=[*preprocessing.stages, keras])
     else:
         frame = load_csv(spark, args.train, args.id_col, args.label_col)
-        features = [c for c in frame.columns if c not in ("_line", args.id_col, args.label_col)]
+        features = feature_columns(frame, args.id_col, args.label_col)
         print(f"training on {args.num_proc} ranks: {args.train} (preprocessing fitted on it)")
         model = build_pipeline(features, args.label_col, args.transform, est).fit(frame)
         keras = model.stages[-1]

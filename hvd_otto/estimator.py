@@ -297,9 +297,8 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         check_run_matches(run_dir, config, num_proc)
         log.info("training on %d ranks, run folder %s%s", num_proc, run_url,
                  " (resuming)" if resumed else "")
-        self._sc_of_fit = spark.sparkContext
         try:
-            results, attempts = self._run_with_retries(config, num_proc)
+            results, attempts = self._run_with_retries(spark.sparkContext, config, num_proc)
         finally:  # the Parquet copy is only for this fit; checkpoints and history stay
             store.HadoopFs(spark).delete(store.join(run_url, "data"))
         digests = {r["digest"] for r in results}
@@ -350,7 +349,7 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         return os.path.join(store_dir, "runs", run_id), False
 
-    def _run_with_retries(self, config: dict, num_proc: int) -> tuple[list[dict], int]:
+    def _run_with_retries(self, sc, config: dict, num_proc: int) -> tuple[list[dict], int]:
         """Run the ranks; after a failure, run again from the last committed epoch."""
         import horovod.spark
 
@@ -359,7 +358,7 @@ class HorovodKerasEstimator(Estimator, _HorovodKerasParams, HasSeed,
         attempts = self.getMaxRetries() + 1
         for attempt in range(1, attempts + 1):
             shutil.rmtree(os.path.join(config["run_dir"], RANKS_DIR), ignore_errors=True)
-            watchdog = RunWatchdog(self._sc_of_fit, config["run_dir"], num_proc,
+            watchdog = RunWatchdog(sc, config["run_dir"], num_proc,
                                    self.getStartTimeout())
             try:
                 with ProgressWatcher(config["run_dir"], enabled=self.getVerbose() > 0), watchdog:
@@ -432,7 +431,7 @@ class RunWatchdog:
         return sorted(n.split(".")[0].split("-")[1] for n in names if n.endswith(suffix))
 
     def check(self, now: float, first_alive: float | None, first_error: float | None) -> str | None:
-        """The reason to cancel the run now, or ``None`` (a pure decision, unit-tested)."""
+        """The reason to cancel the run now, or ``None``, from the ranks' marker files."""
         joined = self._states(".joined")
         if first_alive is not None and len(joined) < self.num_proc \
                 and now - first_alive > self.start_timeout:

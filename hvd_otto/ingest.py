@@ -195,6 +195,11 @@ def load_csv(spark, path: str, id_col: str = "id", label_col: str | None = "targ
     return parsed.good_rows
 
 
+def feature_columns(frame, id_col: str, label_col: str | None) -> list[str]:
+    """The feature columns of a frame from :func:`load_csv`: all but line, id and label."""
+    return [c for c in frame.columns if c not in (LINE, id_col, label_col)]
+
+
 def bad_rows_message(parsed: ParsedCsv, out_hint: str = "OUT") -> str:
     """One error paragraph: file, the first bad lines with column and reason, the total."""
     first = parsed.bad_rows.orderBy(LINE).limit(MAX_REPORTED_BAD_ROWS).collect()

@@ -85,7 +85,7 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
                      f"{parsed.total - parsed.bad:,}", holdout * 100)
             model = build_pipeline(parsed.schema.feature_cols, label_col, transform,
                                    estimator).fit(fit_rows)
-            saved = SavedModel(store.join(out_url, "model"), model)
+            saved = SavedModel(model)
             save_model(fs, model, store.join(staging, "model"))
             keras = saved.keras_stage
             figures = None

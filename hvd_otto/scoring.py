@@ -22,7 +22,6 @@ from .schema import LINE, InputError
 class SavedModel:
     """A loaded ``PipelineModel`` and the facts needed to score a CSV with it."""
 
-    path: str
     pipeline: object  # pyspark.ml.PipelineModel
 
     @property
@@ -91,7 +90,7 @@ def load_model(spark, path: str) -> SavedModel:
     if not pipeline.stages or not isinstance(pipeline.stages[-1], HorovodKerasModel):
         raise InputError(f"{path}: the PipelineModel does not end with a HorovodKerasModel; "
                          f"{hint}.")
-    return SavedModel(path, pipeline)
+    return SavedModel(pipeline)
 
 
 def read_csv_for_model(spark, model: SavedModel, path: str, id_col: str = "id",
@@ -103,18 +102,11 @@ def read_csv_for_model(spark, model: SavedModel, path: str, id_col: str = "id",
     """
     from pyspark.sql import functions as F
 
-    from .ingest import bad_rows_message, check_feature_columns, read_csv, stage_source
+    from .ingest import check_feature_columns, feature_columns, load_csv
 
-    fs = store.HadoopFs(spark)
-    scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-csv-"))
-    url, display = stage_source(fs, path, scratch)
-    label_col = model.label_col if require_label else None
-    parsed = read_csv(spark, url, display, id_col, label_col or model.label_col,
-                      require_label=require_label)
-    check_feature_columns(display, parsed.schema.feature_cols, model.feature_cols)
-    if parsed.bad:
-        raise InputError(bad_rows_message(parsed))
-    frame = parsed.good_rows
+    label_col = model.label_col
+    frame = load_csv(spark, path, id_col, label_col, require_label=require_label)
+    check_feature_columns(path, feature_columns(frame, id_col, label_col), model.feature_cols)
     if require_label:
         unseen = (frame.where(~F.col(label_col).isin(model.labels))
                   .groupBy(label_col).agg(F.min(LINE).alias("line"), F.count("*").alias("n"))
@@ -123,12 +115,12 @@ def read_csv_for_model(spark, model: SavedModel, path: str, id_col: str = "id",
             listed = ", ".join(f"'{r[label_col]}' ({r['n']:,} rows, first at line {r['line']})"
                                for r in unseen)
             raise InputError(
-                f"{display}, column '{label_col}': label(s) the model never saw in training: "
+                f"{path}, column '{label_col}': label(s) the model never saw in training: "
                 f"{listed}. The model knows {', '.join(model.labels)}; remove those rows or "
                 "retrain with them.")
-    elif parsed.schema.label_col:
+    elif label_col in frame.columns:
         raise InputError(
-            f"{display}, line 1 (header): has a '{parsed.schema.label_col}' column, but this "
+            f"{path}, line 1 (header): has a '{label_col}' column, but this "
             "file is scored as unlabelled test data; drop the column, or use 'evaluate' to "
             "score labelled data.")
     return frame
