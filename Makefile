@@ -11,7 +11,7 @@ HOROVOD_VERSION := 0.28.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test check-build docker-test clean
+.PHONY: setup demo test unit check-build docker-test clean
 
 setup: $(STAMP)/project
 
@@ -38,7 +38,7 @@ $(STAMP)/horovod: $(STAMP)/stack
 check-build:
 	@out=$$($(BIN)/horovodrun --check-build) && echo "$$out" && \
 	  echo "$$out" | grep -q '\[X\] TensorFlow' && echo "$$out" | grep -q '\[X\] Gloo' || \
-	  { echo "error: Horovod was not built with TensorFlow and Gloo; see DESIGN.md" >&2; exit 1; }
+	  { echo "error: Horovod was not built with TensorFlow and Gloo; see README.md, Set-up" >&2; exit 1; }
 
 $(STAMP)/project: $(STAMP)/horovod pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
@@ -48,9 +48,13 @@ $(STAMP)/project: $(STAMP)/horovod pyproject.toml
 demo: setup
 	$(BIN)/hvd-otto demo
 
-## The README's test command (also what .ci/run calls).
+## The README's test command (also what .ci/run calls): the unit layer, then integration.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/unit tests/integration
+
+## The fast layer only: no JVM, no Horovod run (seconds).
+unit: setup
+	$(BIN)/python -m pytest tests/unit
 
 ## Build the CPU Docker image and run the demo inside it (docker, or podman/buildah; see README).
 docker-test:

@@ -1,4 +1,5 @@
-"""Shared fixtures: one local SparkSession per test session, paths to the real Otto data."""
+"""Shared fixtures: one local SparkSession per test session (started only by the integration
+tests that ask for it), and the real Otto data."""
 
 from __future__ import annotations
 
@@ -13,19 +14,12 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-OTTO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "otto"
-OTTO_TRAIN = OTTO_DIR / "train.csv.zip"
-OTTO_TEST = OTTO_DIR / "test.csv.zip"
-OTTO_CLASS_COUNTS = [1929, 16122, 8004, 2691, 2739, 14135, 2839, 8464, 4955]
-
-
-def otto_available() -> bool:
-    return OTTO_TRAIN.exists()
+from helpers import OTTO_TRAIN, otto_available  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from hvd_otto.spark import get_spark
+    from hvd_otto.app.session import get_spark
 
     session = get_spark("local[2]", app_name="hvd-otto-tests",
                         conf={"spark.driver.memory": "3g", "spark.sql.shuffle.partitions": "4"})
@@ -42,7 +36,9 @@ def otto_train() -> Path:
     return OTTO_TRAIN
 
 
-def write_csv(path: Path, header: str, rows: list[str], newline: str = "\n") -> str:
-    """Write a small CSV for a test and return its path as a string."""
-    path.write_text(newline.join([header, *rows]) + newline, encoding="utf-8")
-    return str(path)
+def pytest_collection_modifyitems(config, items):
+    """The unit layer must run where no JVM can start: it may not ask for Spark."""
+    for item in items:
+        if "unit" in item.path.parts and "spark" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but asks for the 'spark' "
+                                    "fixture; move it to tests/integration/.")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlparse
 
-from .schema import InputError
+from .errors import InputError
 
 SUCCESS = "_SUCCESS"
 

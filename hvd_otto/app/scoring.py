@@ -2,7 +2,7 @@
 
 A model saved by ``hvd-otto train`` or ``hvd-otto pipeline`` is a Spark ``PipelineModel``:
 the fitted preprocessing (StringIndexer → VectorAssembler → count transform → scaler) followed
-by a :class:`~hvd_otto.estimator.HorovodKerasModel`. It scores the columns of a raw CSV.
+by a :class:`~hvd_otto.driver.model.HorovodKerasModel`. It scores the columns of a raw CSV.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 
-from . import store
-from .features import apply_preprocessing
-from .schema import LINE, InputError
+from ..common import fs as store
+from ..common.errors import InputError
+from ..data.features import apply_preprocessing
+from ..data.schema import LINE
 
 
 @dataclass
@@ -61,7 +62,7 @@ def load_model(spark, path: str) -> SavedModel:
     """Load a model folder written by ``hvd-otto train``/``pipeline``, or raise a clear error."""
     from pyspark.ml import PipelineModel
 
-    from .estimator import HorovodKerasModel
+    from ..driver.model import HorovodKerasModel
 
     fs = store.HadoopFs(spark)
     url = store.to_url(path)
@@ -102,7 +103,7 @@ def read_csv_for_model(spark, model: SavedModel, path: str, id_col: str = "id",
     """
     from pyspark.sql import functions as F
 
-    from .ingest import check_feature_columns, feature_columns, load_csv
+    from ..data.csv_source import check_feature_columns, feature_columns, load_csv
 
     label_col = model.label_col
     frame = load_csv(spark, path, id_col, label_col, require_label=require_label)

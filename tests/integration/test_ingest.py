@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import OTTO_CLASS_COUNTS, write_csv
-from hvd_otto import synthetic
-from hvd_otto.ingest import prepare
-from hvd_otto.schema import InputError
+from helpers import OTTO_CLASS_COUNTS, write_csv
+from hvd_otto.data import synthetic
+from hvd_otto import prepare
+from hvd_otto import InputError
 
 HEADER = "id,f1,f2,f3,target"
 GOOD = [f"{i},{i % 3},{i % 5},{i % 2},{'AB'[i % 2]}" for i in range(1, 41)]
@@ -155,17 +155,6 @@ def test_same_seed_same_split_and_data(spark, tmp_path):
     assert ids[0] == ids[1] and abs(len(ids[0]) - 400) <= 9  # rounding per class
 
 
-def test_synthetic_data_is_otto_shaped_and_learnable_not_trivial():
-    frame = synthetic.generate()
-    assert len(frame) == 61878 and frame.shape[1] == 95
-    features = frame.filter(like="feat_").to_numpy()
-    assert features.dtype.kind == "i" and (features >= 0).all()
-    assert 0.6 < (features == 0).mean() < 0.9  # sparse like Otto
-    priors = frame["target"].value_counts(normalize=True).sort_index()
-    expected = np.array(OTTO_CLASS_COUNTS) / sum(OTTO_CLASS_COUNTS)
-    assert np.abs(priors.to_numpy() - expected).max() < 0.01
-
-
 # --- the real Otto file (prepared once for the module) ---------------------------------------
 
 
@@ -199,7 +188,7 @@ def test_real_otto_scaled_training_features(spark, otto_prepared):
 
 
 def test_petastorm_reads_balanced_shards_without_loss(otto_prepared):
-    from hvd_otto.worker import read_shard
+    from hvd_otto.rank.shards import read_shard
 
     out, meta = otto_prepared
     for _ in range(3):  # Petastorm's thread pool lost row groups now and then: read repeatedly

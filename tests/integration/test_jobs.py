@@ -1,4 +1,4 @@
-"""The spark-submit entry points in jobs/ and the GPU discovery script."""
+"""The CLI jobs end to end on real Spark and Horovod: train, evaluate, predict, pipeline."""
 
 import json
 import os
@@ -8,38 +8,11 @@ from pathlib import Path
 
 import pytest
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
-
-
-@pytest.mark.parametrize("job", ["prepare", "train", "evaluate", "predict", "pipeline"])
-def test_job_scripts_show_help(job):
-    out = subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--help"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and f"hvd-otto {job}" in out.stdout
-
-
-def test_gpu_discovery_reports_nvidia_smi_indices(tmp_path):
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\nprintf '0\\n 1\\n'\n")
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    out = subprocess.run(["bash", str(JOBS / "gpu_discovery.sh")], env=env,
-                         capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == {"name": "gpu", "addresses": ["0", "1"]}
-
-
-def test_gpu_discovery_without_gpus_reports_none(tmp_path):
-    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
-    out = subprocess.run(["bash", str(JOBS / "gpu_discovery.sh")], env=env,
-                         capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == {"name": "gpu", "addresses": []}
-
-
 @pytest.fixture(scope="module")
 def trained(spark, tmp_path_factory):
     """prepare → train once (2 ranks, 2 epochs) on a small synthetic CSV, via the CLI."""
-    from hvd_otto import synthetic
-    from hvd_otto.cli import main
+    from hvd_otto.data import synthetic
+    from hvd_otto.app.cli import main
 
     base = tmp_path_factory.mktemp("jobs")
     frame = synthetic.generate(rows=1500, seed=9, n_features=10)
@@ -55,7 +28,7 @@ def trained(spark, tmp_path_factory):
 
 
 def test_train_saves_a_pipeline_model_that_scores_raw_csv_columns(trained, spark):
-    from hvd_otto.scoring import load_model
+    from hvd_otto.app.scoring import load_model
 
     model = load_model(spark, str(trained / "model"))
     assert model.labels == [f"Class_{k}" for k in range(1, 10)]
@@ -67,7 +40,7 @@ def test_train_saves_a_pipeline_model_that_scores_raw_csv_columns(trained, spark
 
 
 def test_evaluate_a_labelled_csv_writes_json_and_plots(trained, capsys):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     out = trained / "evaluation"
     assert main(["evaluate", "--test", str(trained / "labelled.csv"),
@@ -92,7 +65,7 @@ def test_evaluate_a_labelled_csv_writes_json_and_plots(trained, capsys):
 def test_predict_writes_a_kaggle_submission_once(trained, capsys):
     import pandas as pd
 
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     sub = trained / "submission.csv"
     assert main(["predict", "--test", str(trained / "test.csv"), "--model", str(trained / "model"),
@@ -158,7 +131,7 @@ def _bad_input_cases(base):
 
 
 def test_every_job_rejects_bad_input_with_one_paragraph_and_no_output(trained, capsys):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     for name, (argv, words, must_not_exist) in _bad_input_cases(trained).items():
         capsys.readouterr()
@@ -173,9 +146,9 @@ def test_every_job_rejects_bad_input_with_one_paragraph_and_no_output(trained, c
 
 
 def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys):
-    from hvd_otto import synthetic
-    from hvd_otto.cli import main
-    from hvd_otto.scoring import load_model
+    from hvd_otto.data import synthetic
+    from hvd_otto.app.cli import main
+    from hvd_otto.app.scoring import load_model
 
     frame = synthetic.generate(rows=1500, seed=4, n_features=10)
     frame.to_csv(tmp_path / "train.csv", index=False)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from hvd_otto import store
-from hvd_otto.ingest import bad_rows_message, read_csv
-from hvd_otto.schema import InputError
+from hvd_otto.common import fs as store
+from hvd_otto.data.csv_source import bad_rows_message, read_csv
+from hvd_otto import InputError
 
 HEADER = b"id,feat_1,feat_2,target"
 
@@ -86,7 +86,7 @@ def test_duplicate_header_names_are_a_header_error(spark, tmp_path):
 
 
 def test_a_file_where_every_row_is_bad_stops_even_under_quarantine(spark, tmp_path):
-    from hvd_otto.ingest import prepare
+    from hvd_otto import prepare
 
     lines, newline, _ = CASES["every row bad"]
     path = _write(tmp_path, "every row bad", lines, newline)
@@ -101,7 +101,7 @@ def test_quarantine_keeps_good_plus_rejected_equal_to_the_input(spark, tmp_path)
     import csv
     import json
 
-    from hvd_otto.ingest import prepare
+    from hvd_otto import prepare
 
     good = [f"{i},{i % 3},{i % 5},Class_{1 + i % 2}".encode() for i in range(1, 41)]
     hostile = [b"41,NaN,1,Class_1", b"42,1", b"7,1,1,Class_2", b"43,\xff,1,Class_1",

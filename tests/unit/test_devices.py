@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hvd_otto.devices import choose_device, visible_gpu_ids
+from hvd_otto.common.devices import choose_device, visible_gpu_ids
 
 
 def test_spark_address_wins_over_local_rank():
@@ -47,7 +47,7 @@ def test_visible_ids_follow_cuda_visible_devices(monkeypatch):
 
 
 def test_allreduce_backend_follows_the_device_and_the_build():
-    from hvd_otto.devices import allreduce_backend
+    from hvd_otto.common.devices import allreduce_backend
 
     assert allreduce_backend(nccl_built=True, gloo_built=True, on_gpu=True) == "NCCL"
     assert allreduce_backend(nccl_built=True, gloo_built=True, on_gpu=False) == "Gloo"
@@ -57,7 +57,7 @@ def test_allreduce_backend_follows_the_device_and_the_build():
 
 
 def test_spark_gpu_conf_gives_each_task_one_gpu():
-    from hvd_otto.devices import spark_gpu_conf
+    from hvd_otto.common.devices import spark_gpu_conf
 
     assert spark_gpu_conf(0, "/x/gpu_discovery.sh") == {}
     assert spark_gpu_conf(4, "/x/gpu_discovery.sh") == {

@@ -9,12 +9,7 @@ import csv
 from dataclasses import dataclass, field
 from typing import Sequence
 
-
-class InputError(Exception):
-    """Bad user input (a file, a column, an option). The message says what, where and what to do.
-
-    The CLI prints the message alone, without a traceback, and exits with a non-zero code.
-    """
+from ..common.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -126,87 +121,109 @@ def parse_rows(lines: Sequence[str], line_numbers: Sequence[int], schema: CsvSch
 
     keep = [i for i, text in enumerate(lines) if text.strip() != ""]
     lines = [lines[i].lstrip("\ufeff") for i in keep]
-    numbers = np.asarray(line_numbers, dtype=np.int64)[keep]
-    n = len(lines)
-    reasons: list[str | None] = [None] * n
-    columns: list[str | None] = [None] * n
-    ids: list[str | None] = [None] * n
-    labels: list[str | None] = [None] * n
-    matrix = np.full((n, len(schema.feature_cols)), np.nan)
+    verdict = _RowVerdicts(len(lines), len(schema.feature_cols))
+    fields = _split_fields(lines)
+    candidates = _check_structure(lines, fields, schema, verdict)
+    if candidates:
+        _check_features(fields, candidates, schema, verdict)
 
+    out = {LINE: np.asarray(line_numbers, dtype=np.int64)[keep], schema.id_col: verdict.ids}
+    if schema.label_col:
+        out[schema.label_col] = verdict.labels
+    for j, name in enumerate(schema.feature_cols):
+        out[name] = verdict.matrix[:, j]
+    out[REASON] = verdict.reasons
+    out[COLUMN] = verdict.columns
+    out[RAW] = list(lines) if keep_raw else [None if r is None else t
+                                             for r, t in zip(verdict.reasons, lines)]
+    return pd.DataFrame(out, columns=parsed_columns(schema))
+
+
+class _RowVerdicts:
+    """Per-line results of :func:`parse_rows` while it checks a batch."""
+
+    def __init__(self, n: int, n_features: int):
+        import numpy as np
+
+        self.reasons: list[str | None] = [None] * n
+        self.columns: list[str | None] = [None] * n
+        self.ids: list[str | None] = [None] * n
+        self.labels: list[str | None] = [None] * n
+        self.matrix = np.full((n, n_features), np.nan)
+
+
+def _split_fields(lines: list[str]) -> list[list[str] | None]:
+    """Split lines into fields; a line with malformed quoting becomes ``None``."""
     try:
-        fields = list(csv.reader(lines, strict=True))
+        return list(csv.reader(lines, strict=True))
     except csv.Error:
-        fields = [_split_one(text) for text in lines]
+        return [_split_one(text) for text in lines]
 
+
+def _check_structure(lines, fields, schema: CsvSchema, verdict: _RowVerdicts) -> list[int]:
+    """Quoting, encoding, field count, empty id or label; returns the lines left to check."""
     id_at = schema.index(schema.id_col)
     label_at = schema.index(schema.label_col) if schema.label_col else None
-    feat_at = [schema.index(c) for c in schema.feature_cols]
-
     candidates = []
     for i, row in enumerate(fields):
         if row is None:
-            reasons[i] = "malformed quoting"
+            verdict.reasons[i] = "malformed quoting"
         elif "\ufffd" in lines[i]:
-            reasons[i] = "bytes that are not valid UTF-8; save the file as UTF-8"
+            verdict.reasons[i] = "bytes that are not valid UTF-8; save the file as UTF-8"
         elif len(row) != schema.n_fields:
-            reasons[i] = f"expected {schema.n_fields} fields, found {len(row)}"
+            verdict.reasons[i] = f"expected {schema.n_fields} fields, found {len(row)}"
         elif row[id_at].strip() == "":
-            reasons[i], columns[i] = "empty id", schema.id_col
+            verdict.reasons[i], verdict.columns[i] = "empty id", schema.id_col
         elif label_at is not None and row[label_at].strip() == "":
-            reasons[i], columns[i] = "empty label", schema.label_col
+            verdict.reasons[i], verdict.columns[i] = "empty label", schema.label_col
         else:
-            ids[i] = row[id_at].strip()
-            labels[i] = row[label_at].strip() if label_at is not None else None
+            verdict.ids[i] = row[id_at].strip()
+            verdict.labels[i] = row[label_at].strip() if label_at is not None else None
             candidates.append(i)
+    return candidates
 
-    if candidates:
-        by_column = list(zip(*[fields[i] for i in candidates]))
-        cells = [by_column[j] for j in feat_at]  # cells[j][k]: feature j of candidate k
-        values = np.column_stack([_to_float(column) for column in cells])
-        with np.errstate(invalid="ignore"):
-            is_nan = np.isnan(values)
-            nan_literal = np.zeros_like(is_nan)
-            for k, j in np.argwhere(is_nan):
-                nan_literal[k, j] = cells[j][k].strip().lower() in ("nan", "-nan", "+nan")
-            infinite = np.isinf(values)
-            finite = ~is_nan & ~infinite
-            too_large = finite & (np.abs(values) > MAX_ABS_VALUE)
-            negative = finite & (values < 0)
-            fractional = finite & ~too_large & (np.floor(values) != values)
-        checks = [
-            (is_nan & ~nan_literal, "not a number"),
-            (nan_literal, "NaN"),
-            (infinite, "infinite"),
-            (too_large, "out of range"),
-            (negative, "negative count"),
-            (fractional, "not an integer count"),
-        ]
-        bad_any = np.zeros_like(is_nan)
-        for mask, _ in checks:
-            bad_any |= mask
-        first_bad = bad_any.argmax(axis=1)
-        row_bad = bad_any.any(axis=1)
-        for k, i in enumerate(candidates):
-            if not row_bad[k]:
-                matrix[i] = values[k]
-                continue
-            j = first_bad[k]
-            what = next(name for mask, name in checks if mask[k, j])
-            columns[i] = schema.feature_cols[j]
-            reasons[i] = f"{what} ({cells[j][k]!r})"
-            ids[i] = labels[i] = None
 
-    out = {LINE: numbers, schema.id_col: ids}
-    if schema.label_col:
-        out[schema.label_col] = labels
-    for j, name in enumerate(schema.feature_cols):
-        out[name] = matrix[:, j]
-    out[REASON] = reasons
-    out[COLUMN] = columns
-    out[RAW] = list(lines) if keep_raw else [None if r is None else t
-                                             for r, t in zip(reasons, lines)]
-    return pd.DataFrame(out, columns=parsed_columns(schema))
+def _check_features(fields, candidates: list[int], schema: CsvSchema,
+                    verdict: _RowVerdicts) -> None:
+    """The feature cells of the candidate lines, column-wise in numpy: first problem wins."""
+    import numpy as np
+
+    feat_at = [schema.index(c) for c in schema.feature_cols]
+    by_column = list(zip(*[fields[i] for i in candidates]))
+    cells = [by_column[j] for j in feat_at]  # cells[j][k]: feature j of candidate k
+    values = np.column_stack([_to_float(column) for column in cells])
+    with np.errstate(invalid="ignore"):
+        is_nan = np.isnan(values)
+        nan_literal = np.zeros_like(is_nan)
+        for k, j in np.argwhere(is_nan):
+            nan_literal[k, j] = cells[j][k].strip().lower() in ("nan", "-nan", "+nan")
+        infinite = np.isinf(values)
+        finite = ~is_nan & ~infinite
+        too_large = finite & (np.abs(values) > MAX_ABS_VALUE)
+        negative = finite & (values < 0)
+        fractional = finite & ~too_large & (np.floor(values) != values)
+    checks = [
+        (is_nan & ~nan_literal, "not a number"),
+        (nan_literal, "NaN"),
+        (infinite, "infinite"),
+        (too_large, "out of range"),
+        (negative, "negative count"),
+        (fractional, "not an integer count"),
+    ]
+    bad_any = np.zeros_like(is_nan)
+    for mask, _ in checks:
+        bad_any |= mask
+    first_bad = bad_any.argmax(axis=1)
+    row_bad = bad_any.any(axis=1)
+    for k, i in enumerate(candidates):
+        if not row_bad[k]:
+            verdict.matrix[i] = values[k]
+            continue
+        j = first_bad[k]
+        what = next(name for mask, name in checks if mask[k, j])
+        verdict.columns[i] = schema.feature_cols[j]
+        verdict.reasons[i] = f"{what} ({cells[j][k]!r})"
+        verdict.ids[i] = verdict.labels[i] = None
 
 
 def _to_float(column: Sequence[str]):

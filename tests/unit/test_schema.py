@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hvd_otto.schema import InputError, parse_rows, schema_from_header, split_header_line
+from hvd_otto.data.schema import InputError, parse_rows, schema_from_header, split_header_line
 
 
 def schema(header="id,f1,f2,target", **kw):

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-log = logging.getLogger(__name__)
+from .defaults import USE_GPU_CHOICES
 
-USE_GPU_CHOICES = ("auto", "true", "false")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def spark_gpu_conf(executor_gpus: int, discovery_script: str | None) -> dict[str
     """Spark confs that make each Horovod rank a task holding exactly one GPU.
 
     ``executor_gpus`` GPUs per executor, one per task, found by ``discovery_script``
-    (``jobs/gpu_discovery.sh``). Zero returns no settings (CPU executors).
+    (``hvd_otto/app/gpu_discovery.sh``). Zero returns no settings (CPU executors).
     """
     if executor_gpus < 0:
         raise ValueError(f"executor GPUs must be >= 0, got {executor_gpus}")

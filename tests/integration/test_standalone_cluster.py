@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -96,7 +96,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def csvs(tmp_path_factory):
     """A small Otto-shaped labelled CSV, a labelled slice and an unlabelled test CSV."""
-    from hvd_otto import synthetic
+    from hvd_otto.data import synthetic
 
     base = tmp_path_factory.mktemp("cluster_data")
     frame = synthetic.generate(rows=2000, seed=3, n_features=12)

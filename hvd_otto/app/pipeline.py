@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import store
-from .features import build_preprocessing
-from .ingest import check_feature_columns, handle_bad_rows, read_csv, stage_source, stratified_split
-from .schema import InputError
+from ..common import fs as store
+from ..common.errors import InputError
+from ..data.csv_source import ParsedCsv, check_feature_columns, handle_bad_rows, read_csv, stage_source
+from ..data.features import build_preprocessing
+from ..data.prepare import stratified_split
 from .scoring import SavedModel, evaluate_frame, write_evaluation, write_submission
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,7 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
         raise InputError(f"--holdout must be in [0, 1), got {holdout}.")
     scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-pipeline-"))
     try:
-        url, display = stage_source(fs, train, scratch)
-        parsed = read_csv(spark, url, display, id_col, label_col)
-        test_parsed = None
-        if test:  # validated before training: a bad test file must not cost a training run
-            test_url, test_display = stage_source(fs, test, store.join(scratch, "test"))
-            test_parsed = read_csv(spark, test_url, test_display, id_col, label_col,
-                                   require_label=False)
-            check_feature_columns(test_display, test_parsed.schema.feature_cols,
-                                  parsed.schema.feature_cols)
-            if test_parsed.schema.label_col:
-                raise InputError(f"{test_display}, line 1 (header): the test file has a "
-                                 f"'{label_col}' column; a test file is unlabelled (drop it).")
+        parsed, test_parsed = _read_inputs(spark, fs, train, test, scratch, id_col, label_col)
         summary: dict = {"job": job, "train": train, "test": test, "holdout": holdout,
                          "seed": seed, "transform": transform, "bad_rows": bad_rows}
         with store.atomic_dir(fs, out_url, overwrite) as staging:
@@ -81,38 +71,61 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
             if test_parsed is not None:
                 rejected["test"] = handle_bad_rows(test_parsed, bad_rows, staging, "test", out)
             fit_rows, holdout_rows = stratified_split(parsed.good_rows, label_col, holdout, seed)
-            log.info("fitting the Pipeline on %s (%s good rows, %.0f%% held out)", display,
-                     f"{parsed.total - parsed.bad:,}", holdout * 100)
+            log.info("fitting the Pipeline on %s (%s good rows, %.0f%% held out)",
+                     parsed.display, f"{parsed.total - parsed.bad:,}", holdout * 100)
             model = build_pipeline(parsed.schema.feature_cols, label_col, transform,
                                    estimator).fit(fit_rows)
             saved = SavedModel(model)
             save_model(fs, model, store.join(staging, "model"))
-            keras = saved.keras_stage
             figures = None
             if holdout > 0:
                 figures = evaluate_frame(saved, holdout_rows)
-                write_evaluation(fs, staging, figures, keras.getHistory())
+                write_evaluation(fs, staging, figures, saved.keras_stage.getHistory())
             if test_parsed is not None:
                 write_submission(fs, saved, test_parsed.good_rows,
                                  store.join(staging, "submission.csv"), id_col)
                 summary["submission_rows"] = test_parsed.total - test_parsed.bad
-            train_summary = keras.getSummary()
-            summary.update({
-                "rows": {"input": parsed.total, "rejected": rejected},
-                "epochs": len(keras.getHistory()), "best_epoch": train_summary.get("best_epoch"),
-                "num_proc": train_summary.get("num_proc"), "devices": train_summary.get("devices"),
-                "fit_seconds": train_summary.get("fit_seconds"),
-                "holdout_figures": {k: figures[k] for k in ("rows", "log_loss", "accuracy")}
-                if figures else None,
-                "seconds": time.perf_counter() - started,
-            })
+            summary.update(_run_summary(saved.keras_stage, parsed, rejected, figures, started))
             fs.write_text(store.join(staging, "summary.json"), json.dumps(summary, indent=2))
-            parsed.rows.unpersist()
-            if test_parsed is not None:
-                test_parsed.rows.unpersist()
+            for done in (parsed, test_parsed):
+                if done is not None:
+                    done.rows.unpersist()
     finally:
         fs.delete(scratch)
     return PipelineResult(out_url, figures, summary)
+
+
+def _read_inputs(spark, fs, train: str, test: str | None, scratch: str, id_col: str,
+                 label_col: str) -> tuple[ParsedCsv, ParsedCsv | None]:
+    """Read and validate the training CSV and, before any training, the test CSV."""
+    url, display = stage_source(fs, train, scratch)
+    parsed = read_csv(spark, url, display, id_col, label_col)
+    if not test:
+        return parsed, None
+    # Validated before training: a bad test file must not cost a training run.
+    test_url, test_display = stage_source(fs, test, store.join(scratch, "test"))
+    test_parsed = read_csv(spark, test_url, test_display, id_col, label_col, require_label=False)
+    check_feature_columns(test_display, test_parsed.schema.feature_cols,
+                          parsed.schema.feature_cols)
+    if test_parsed.schema.label_col:
+        raise InputError(f"{test_display}, line 1 (header): the test file has a "
+                         f"'{label_col}' column; a test file is unlabelled (drop it).")
+    return parsed, test_parsed
+
+
+def _run_summary(keras, parsed: ParsedCsv, rejected: dict, figures: dict | None,
+                 started: float) -> dict:
+    """The headline facts of a pipeline run for ``summary.json``."""
+    train_summary = keras.getSummary()
+    return {
+        "rows": {"input": parsed.total, "rejected": rejected},
+        "epochs": len(keras.getHistory()), "best_epoch": train_summary.get("best_epoch"),
+        "num_proc": train_summary.get("num_proc"), "devices": train_summary.get("devices"),
+        "fit_seconds": train_summary.get("fit_seconds"),
+        "holdout_figures": {k: figures[k] for k in ("rows", "log_loss", "accuracy")}
+        if figures else None,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def previous_job(fs: store.HadoopFs, out_url: str) -> str | None:

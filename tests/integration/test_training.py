@@ -10,11 +10,12 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import IndexToString, StandardScaler, StringIndexer, VectorAssembler
 
-from hvd_otto import synthetic
-from hvd_otto.estimator import HorovodKerasEstimator, HorovodKerasModel
-from hvd_otto.features import CountTransformer
-from hvd_otto.ingest import load_csv, stratified_split
-from hvd_otto.schema import InputError
+from hvd_otto.data import synthetic
+from hvd_otto import HorovodKerasEstimator, HorovodKerasModel
+from hvd_otto.data.features import CountTransformer
+from hvd_otto.data.csv_source import load_csv
+from hvd_otto.data.prepare import stratified_split
+from hvd_otto import InputError
 
 EPOCHS = 4
 

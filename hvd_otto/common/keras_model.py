@@ -6,14 +6,20 @@ import os
 import tempfile
 from typing import Sequence
 
-OPTIMIZERS = ("adam", "sgd", "adadelta", "rmsprop")
+from .defaults import OPTIMIZERS, default
 
 
-def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (512, 512, 512),
-              dropout: float = 0.5, batch_norm: bool = False, input_dropout: float = 0.0):
+def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] | None = None,
+              dropout: float | None = None, batch_norm: bool | None = None,
+              input_dropout: float | None = None):
     """The seed's MLP: [input Dropout,] Dense(relu) [+ BatchNorm] + Dropout per hidden layer,
-    softmax output."""
+    softmax output. Unset arguments take the Estimator's defaults (``defaults``)."""
     import tensorflow as tf
+
+    hidden = default("hiddenLayers") if hidden is None else hidden
+    dropout = default("dropout") if dropout is None else dropout
+    batch_norm = default("batchNorm") if batch_norm is None else batch_norm
+    input_dropout = default("inputDropout") if input_dropout is None else input_dropout
 
     layers = [tf.keras.Input(shape=(n_features,), name="features")]
     if input_dropout:
@@ -35,9 +41,8 @@ def model_from_spec(spec: dict, n_features: int, n_classes: int):
 
     kind = spec.get("kind", "mlp")
     if kind == "mlp":
-        return build_mlp(n_features, n_classes, spec.get("hidden", (512, 512, 512)),
-                         spec.get("dropout", 0.5), spec.get("batch_norm", False),
-                         spec.get("input_dropout", 0.0))
+        return build_mlp(n_features, n_classes, spec.get("hidden"), spec.get("dropout"),
+                         spec.get("batch_norm"), spec.get("input_dropout"))
     if kind == "json":
         model = tf.keras.models.model_from_json(spec["json"])
         if not isinstance(model, tf.keras.Model):

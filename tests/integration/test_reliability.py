@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from hvd_otto import synthetic
-from hvd_otto.estimator import FAULT_ENV, HorovodKerasEstimator, TrainingError
-from hvd_otto.schema import InputError
+from hvd_otto.data import synthetic
+from hvd_otto import HorovodKerasEstimator, TrainingError
+from hvd_otto.common.rank_config import FAULT_ENV
+from hvd_otto import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def prepared(spark, tmp_path_factory):
     """A prepared folder (Parquet train/validation splits) of 2,000 synthetic rows."""
-    from hvd_otto.ingest import prepare
+    from hvd_otto import prepare
 
     base = tmp_path_factory.mktemp("reliability")
     csv = synthetic.write_csv(str(base / "train.csv"), rows=2000, seed=11, n_features=12)
@@ -67,7 +68,7 @@ def test_a_rank_death_mid_epoch_is_retried_from_the_checkpoint(spark, prepared, 
 
 def test_resume_continues_a_failed_run_and_a_new_run_never_clobbers_it(prepared, tmp_path,
                                                                        fault, capsys):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     store, data = tmp_path / "store", prepared / "data"
     fault("rank=0,epoch=2")
@@ -93,7 +94,7 @@ def test_resume_continues_a_failed_run_and_a_new_run_never_clobbers_it(prepared,
 
 def test_resume_without_a_store_or_with_another_model_is_refused(prepared, tmp_path, capsys,
                                                                 spark):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     assert main(["train", "--data", str(prepared / "data"), "--model", str(tmp_path / "m"),
                  "--resume"]) == 2
@@ -149,7 +150,7 @@ def _kill_when(proc, predicate, timeout: float) -> bool:
 
 
 def test_killing_prepare_mid_write_leaves_no_complete_looking_output(prepared, tmp_path, spark):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -169,7 +170,7 @@ def test_killing_prepare_mid_write_leaves_no_complete_looking_output(prepared, t
 
 
 def test_a_half_written_prepared_folder_is_reported(prepared, tmp_path, capsys):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     half = tmp_path / "half"
     half.mkdir()
@@ -184,7 +185,7 @@ def test_a_half_written_prepared_folder_is_reported(prepared, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def saved_model(prepared, tmp_path_factory):
-    from hvd_otto.cli import main
+    from hvd_otto.app.cli import main
 
     model = tmp_path_factory.mktemp("saved") / "model"
     assert main(["train", "--data", str(prepared / "data"), "--model", str(model),
@@ -207,7 +208,7 @@ def _keras_file(model: Path) -> Path:
 def test_tampered_models_are_refused_with_a_clear_error(saved_model, tmp_path, spark):
     import zipfile
 
-    from hvd_otto.scoring import load_model
+    from hvd_otto.app.scoring import load_model
 
     assert load_model(spark, str(saved_model)).labels  # the original loads
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hvd_otto.estimator import HorovodKerasEstimator, HorovodKerasModel
+from hvd_otto import HorovodKerasEstimator, HorovodKerasModel
 
 
 def test_defaults_and_docs():
@@ -36,14 +36,6 @@ def test_copy_is_independent_and_takes_extra_params():
     assert other.uid == est.uid
     other.setBatchSize(7)
     assert est.getBatchSize() == 128
-
-
-def test_estimator_save_and_load(tmp_path, spark):
-    est = HorovodKerasEstimator(numProc=3, hiddenLayers=[8], validationCol="is_val")
-    est.save(str(tmp_path / "est"))
-    loaded = HorovodKerasEstimator.load(str(tmp_path / "est"))
-    assert loaded.getNumProc() == 3 and loaded.getHiddenLayers() == [8]
-    assert loaded.getValidationCol() == "is_val" and loaded.uid == est.uid
 
 
 def test_model_shares_column_params():

@@ -1,0 +1,88 @@
+"""Every training setting, declared once: name, default, type and doc.
+
+The Estimator's Params (with their defaults, ``setX``/``getX`` and ``explainParams`` docs)
+are generated from :data:`TRAINING_PARAMS`; the CLI's option defaults, the MLP builder and
+the benchmarks read :func:`default`. Change a default here and everything follows.
+No pyspark or TensorFlow import: the ranks and the unit tests read this module too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd", "adadelta", "rmsprop")
+USE_GPU_CHOICES = ("auto", "true", "false")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One Param: ``kind`` is int, float, str, bool or list_int; ``default`` None = unset."""
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+
+
+#: Params that both the Estimator and the fitted Model carry (besides pyspark's shared
+#: featuresCol, labelCol, predictionCol and probabilityCol).
+MODEL_PARAMS = (
+    ParamSpec("predictBatchSize", "int", 4096, "rows per Arrow batch in transform()"),
+)
+
+#: The Estimator's own Params (besides the shared ones and pyspark's ``seed``).
+TRAINING_PARAMS = (
+    ParamSpec("numProc", "int", 2, "number of Horovod ranks (concurrent Spark tasks)"),
+    ParamSpec("epochs", "int", 40, "maximum number of epochs"),
+    ParamSpec("batchSize", "int", 128, "batch size per rank"),
+    ParamSpec("learningRate", "float", 0.001,
+              "learning rate for one rank; scaled by numProc"),
+    ParamSpec("optimizer", "str", "adam", f"optimizer, one of {', '.join(OPTIMIZERS)}"),
+    ParamSpec("validationFraction", "float", 0.1,
+              "fraction of rows held out for validation (0 = none)"),
+    ParamSpec("validationCol", "str", None,
+              "boolean column marking validation rows (overrides the fraction)"),
+    ParamSpec("earlyStoppingPatience", "int", 4,
+              "epochs without improvement before stopping (0 = off)"),
+    ParamSpec("warmupEpochs", "int", 1, "epochs of learning-rate warm-up (0 = off)"),
+    ParamSpec("lrDecayPatience", "int", 1,
+              "halve the learning rate after this many epochs without improvement (0 = off)"),
+    ParamSpec("storePath", "str", None,
+              "folder for run data, checkpoints and history; must be reachable by driver and "
+              "executors (default: a local temp folder)"),
+    ParamSpec("verbose", "int", 1, "0 = quiet, 1 = one line per epoch from rank 0"),
+    ParamSpec("useGpu", "str", "auto", f"one of {', '.join(USE_GPU_CHOICES)}"),
+    ParamSpec("mixedPrecision", "bool", False, "mixed float16 on GPUs"),
+    ParamSpec("maxRetries", "int", 1,
+              "times a failed Horovod run is retried, each time from the last epoch checkpoint"),
+    ParamSpec("resume", "bool", False,
+              "continue the latest unfinished run in storePath from its last checkpoint "
+              "instead of starting a new run"),
+    ParamSpec("startTimeout", "int", 60,
+              "seconds to wait for numProc Spark task slots and for every rank to join the ring"),
+    ParamSpec("cacheLimitMb", "int", 2048,
+              "a rank's shard larger than this is streamed from Parquet instead of cached in "
+              "memory"),
+    ParamSpec("hiddenLayers", "list_int", [512, 512, 512],
+              "units of each hidden Dense layer of the default MLP"),
+    ParamSpec("dropout", "float", 0.4, "dropout after each hidden layer of the default MLP"),
+    ParamSpec("inputDropout", "float", 0.0, "dropout on the inputs of the default MLP"),
+    ParamSpec("batchNorm", "bool", False, "batch normalisation in the default MLP"),
+    ParamSpec("modelConfig", "str", None,
+              "a Keras model as JSON (model.to_json()) instead of the default MLP"),
+    ParamSpec("modelFile", "str", None, "a saved .keras model file to train instead of the MLP"),
+)
+
+#: Defaults of pyspark's shared params as this project sets them.
+SHARED_DEFAULTS = {"featuresCol": "features", "labelCol": "label",
+                   "predictionCol": "prediction", "probabilityCol": "probability", "seed": 42}
+
+_ALL = {spec.name: spec.default for spec in (*MODEL_PARAMS, *TRAINING_PARAMS)}
+_ALL.update(SHARED_DEFAULTS)
+
+
+def default(name: str) -> Any:
+    """The default of a Param by its name (``default("epochs") == 40``)."""
+    value = _ALL[name]
+    return list(value) if isinstance(value, list) else value

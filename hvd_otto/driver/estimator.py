@@ -1,0 +1,204 @@
+"""``HorovodKerasEstimator``: data-parallel Keras training as a Spark ML Estimator.
+
+``fit`` writes the DataFrame as Petastorm-ready Parquet into a run folder of the store,
+launches ``numProc`` Horovod ranks as Spark tasks (through a :class:`Launcher`, by default
+``horovod.spark.run``) and returns a :class:`HorovodKerasModel` holding rank 0's best weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from ..common import fs as store
+from ..common.defaults import OPTIMIZERS, USE_GPU_CHOICES
+from ..common.errors import InputError
+from ..common.rank_config import FaultSpec, RankConfig
+from ..common.run_folder import RunFolder, RunStore
+from .model import HorovodKerasModel
+from .params import HorovodKerasEstimatorParams
+from .training_run import RetryPolicy, check_run_matches, choose_run, finish_run, \
+    run_with_retries, summarise
+
+log = logging.getLogger(__name__)
+
+
+class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
+                            DefaultParamsReadable, DefaultParamsWritable):
+    """Train a Keras classifier data-parallel on ``numProc`` Horovod ranks launched by Spark.
+
+    Input: a features column (Vector or numeric array) and a label column holding class
+    indices 0..K-1 (what ``StringIndexer`` produces). Output: :class:`HorovodKerasModel`.
+    Every Param, its default and its doc: ``explainParams()`` (declared in
+    ``hvd_otto.common.defaults``).
+    """
+
+    @keyword_only
+    def __init__(self, **kwargs):
+        super().__init__()
+        self._launcher_factory = None
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs) -> "HorovodKerasEstimator":
+        """Set any params by keyword, like other pyspark.ml estimators."""
+        return self._set(**self._input_kwargs)
+
+    def setLauncher(self, factory) -> "HorovodKerasEstimator":
+        """Use ``factory(spark_context)`` instead of ``horovod.spark.run`` to start the ranks
+        (a seam for tests and for other launchers; not a Param, not persisted)."""
+        self._launcher_factory = factory
+        return self
+
+    def _launcher(self, sc):
+        from .launcher import HorovodSparkLauncher
+
+        return (self._launcher_factory or HorovodSparkLauncher)(sc)
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        if self.getOptimizer() not in OPTIMIZERS:
+            raise InputError(f"optimizer must be one of {OPTIMIZERS}, got '{self.getOptimizer()}'.")
+        if self.getUseGpu() not in USE_GPU_CHOICES:
+            raise InputError(f"useGpu must be one of {USE_GPU_CHOICES}, got '{self.getUseGpu()}'.")
+        for name in ("numProc", "epochs", "batchSize"):
+            if self.getOrDefault(name) < 1:
+                raise InputError(f"{name} must be at least 1, got {self.getOrDefault(name)}.")
+        if not 0 <= self.getValidationFraction() < 1:
+            raise InputError("validationFraction must be in [0, 1).")
+        if self.getModelConfig() and self.getModelFile():
+            raise InputError("set modelConfig or modelFile, not both.")
+
+    def _model_spec(self) -> dict:
+        if self.getModelConfig():
+            try:
+                json.loads(self.getModelConfig())
+            except ValueError as err:
+                raise InputError(f"modelConfig is not valid JSON ({err}).") from None
+            return {"kind": "json", "json": self.getModelConfig()}
+        if self.getModelFile():
+            path = self.getModelFile()
+            if not os.path.isfile(path) or not path.endswith(".keras"):
+                raise InputError(f"modelFile {path}: not a .keras file; save it with model.save().")
+            with open(path, "rb") as f:
+                return {"kind": "keras", "bytes": f.read()}
+        return {"kind": "mlp", "hidden": list(self.getHiddenLayers()),
+                "dropout": self.getDropout(), "batch_norm": self.getBatchNorm(),
+                "input_dropout": self.getInputDropout()}
+
+    def _check_columns(self, dataset) -> None:
+        for col in (self.getFeaturesCol(), self.getLabelCol()):
+            if col not in dataset.columns:
+                raise InputError(f"fit(): no column '{col}' in the DataFrame "
+                                 f"(columns: {dataset.columns}); set featuresCol/labelCol.")
+
+    def _n_classes(self, dataset) -> int:
+        """Check the labels are class indices; the number of classes."""
+        from pyspark.sql import functions as F
+
+        label = self.getLabelCol()
+        stats = dataset.agg(F.count(F.lit(1)).alias("n"), F.max(label).alias("max"),
+                            F.min(label).alias("min")).first()
+        if stats["n"] == 0:
+            raise InputError("fit(): the DataFrame is empty.")
+        if stats["min"] < 0 or stats["max"] != int(stats["max"]):
+            raise InputError(f"fit(): '{label}' must hold class indices 0..K-1 "
+                             f"(found min {stats['min']}, max {stats['max']}); use StringIndexer.")
+        return int(stats["max"]) + 1
+
+    # --- fit ------------------------------------------------------------------------------------
+
+    def _fit(self, dataset):
+        from ..rank.entry import train_rank
+        from .launcher import wait_for_task_slots
+
+        self._check_params()
+        self._check_columns(dataset)
+        fit_started = time.time()
+        launcher = self._launcher(dataset.sparkSession.sparkContext)
+        num_proc = self.getNumProc()
+        wait_for_task_slots(launcher.task_slots, num_proc, self.getStartTimeout(),
+                            launcher.is_local, launcher.describe())
+        n_classes = self._n_classes(dataset)
+        temp_store = None if self.getStorePath() else tempfile.mkdtemp(prefix="hvd-otto-store-")
+        run_store = RunStore(self._store_dir(self.getStorePath() or temp_store))
+        run_store.check_writable()
+        run, resumed = choose_run(run_store, self.getResume(), bool(self.getStorePath()))
+        fs = store.HadoopFs(dataset.sparkSession)
+        fs.delete(run.data_url)  # left by a killed driver
+        try:
+            config = self._stage_data(dataset, run, n_classes, resumed)
+            check_run_matches(run, config, num_proc)
+            log.info("training on %d ranks, run folder %s%s", num_proc, run.url,
+                     " (resuming)" if resumed else "")
+            policy = RetryPolicy(self.getMaxRetries(), self.getStartTimeout(),
+                                 self.getVerbose() > 0)
+            results, attempts = run_with_retries(launcher, train_rank, config, num_proc, policy)
+        finally:  # the Parquet copy is only for this fit; checkpoints and history stay
+            fs.delete(run.data_url)
+        summary = summarise(results, config, num_proc, attempts, fit_started, time.time())
+        finish_run(run, results[0]["history"], summary)
+        if temp_store:  # nobody asked to keep the run folder
+            shutil.rmtree(temp_store, ignore_errors=True)
+            summary["run"] = None
+        model = HorovodKerasModel(model_bytes=results[0]["model"],
+                                  history=results[0]["history"], summary=summary)
+        self._copyValues(model)
+        return model
+
+    @staticmethod
+    def _store_dir(path: str) -> str:
+        url = store.to_url(path)
+        local = store.local_path(url)
+        if local is None:
+            raise InputError(f"storePath {url}: the ranks write checkpoints with local file "
+                             "I/O; use a local or shared (NFS) path, or file://.")
+        return local
+
+    def _stage_data(self, dataset, run: RunFolder, n_classes: int, resumed: bool) -> RankConfig:
+        """Write the train (and validation) split as Petastorm Parquet; the ranks' config."""
+        from pyspark.sql import functions as F
+
+        from ..data.prepare import to_petastorm_frame
+
+        features, label = self.getFeaturesCol(), self.getLabelCol()
+        row_groups = self.getNumProc() * 4
+        # One evaluation of the upstream plan feeds both splits (randomSplit on a recomputed,
+        # non-deterministic plan could overlap or lose rows).
+        dataset = dataset.persist()
+        if self.getValidationCol():
+            is_val = F.col(self.getValidationCol()).cast("boolean")
+            splits = {"train": dataset.where(~is_val), "validation": dataset.where(is_val)}
+        elif self.getValidationFraction() > 0:
+            fraction = self.getValidationFraction()
+            train_df, val_df = dataset.randomSplit([1 - fraction, fraction], self.getSeed())
+            splits = {"train": train_df, "validation": val_df}
+        else:
+            splits = {"train": dataset}
+        for name, frame in splits.items():
+            to_petastorm_frame(frame, row_groups, features, label).write.parquet(
+                run.split_url(name))
+        dataset.unpersist()
+        spark = dataset.sparkSession
+        n_features = len(spark.read.parquet(run.split_url("train")).first()["features"])
+        return RankConfig(
+            run_dir=run.path, train_url=run.split_url("train"),
+            val_url=run.split_url("validation") if "validation" in splits else None,
+            n_features=n_features, n_classes=n_classes, model=self._model_spec(),
+            optimizer=self.getOptimizer(), learning_rate=self.getLearningRate(),
+            batch_size=self.getBatchSize(), epochs=self.getEpochs(),
+            patience=self.getEarlyStoppingPatience(), warmup_epochs=self.getWarmupEpochs(),
+            lr_decay_patience=self.getLrDecayPatience(), seed=self.getSeed(),
+            use_gpu=self.getUseGpu(), mixed_precision=self.getMixedPrecision(),
+            cache_limit_bytes=self.getCacheLimitMb() * 1024 * 1024, resume=resumed,
+            fault=FaultSpec.from_env(),
+        )

@@ -1,0 +1,141 @@
+"""One training run on the driver: pick its folder, check a resume, launch with retries,
+check the ranks agree, and summarise. No Spark here: the launcher is passed in."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import Callable
+
+from ..common.errors import InputError, TrainingError
+from ..common.rank_config import RankConfig
+from ..common.run_folder import RunFolder, RunStore
+from .launcher import Launcher
+from .watchdog import ProgressWatcher, RunWatchdog
+
+log = logging.getLogger(__name__)
+
+#: What must not change when a run is resumed (recorded in run.json).
+RUN_IDENTITY = ("n_features", "n_classes", "optimizer", "batch_size", "model_digest",
+                "num_proc")
+
+
+def choose_run(store: RunStore, resume: bool, store_given: bool) -> tuple[RunFolder, bool]:
+    """The run folder of a fit: the latest unfinished run when resuming, else a new one."""
+    unfinished = store.unfinished_runs()
+    if resume:
+        if not store_given:
+            raise InputError("resume needs storePath (--store): the store of the run to "
+                             "continue.")
+        if not unfinished:
+            raise InputError(f"resume: {store.runs_dir} has no unfinished run with a "
+                             "checkpoint to continue; start without resume.")
+        return unfinished[-1], True
+    if unfinished:
+        log.warning("%s holds %d unfinished run(s), the latest %s; it is kept, and this fit "
+                    "starts a new run (pass resume=True / --resume to continue it instead)",
+                    store.path, len(unfinished), unfinished[-1].run_id)
+    return store.new_run(), False
+
+
+def run_identity(config: RankConfig, num_proc: int) -> dict:
+    """The facts a resumed run must share with the run it continues."""
+    spec = json.dumps(config.model, sort_keys=True, default=lambda b: b.hex())
+    return {"n_features": config.n_features, "n_classes": config.n_classes,
+            "optimizer": config.optimizer, "batch_size": config.batch_size,
+            "model_digest": hashlib.sha256(spec.encode()).hexdigest()[:16],
+            "num_proc": num_proc}
+
+
+def check_run_matches(run: RunFolder, config: RankConfig, num_proc: int) -> None:
+    """Record what a run trains; a resumed run must train the same model on the same data."""
+    identity = run_identity(config, num_proc)
+    before = run.read_identity() if config.resume else None
+    if before is None:
+        run.write_identity(identity)
+        return
+    changed = [f"{k}: {before.get(k)} → {identity[k]}" for k in RUN_IDENTITY
+               if before.get(k) != identity[k]]
+    if changed:
+        raise InputError(f"cannot resume {run.path}: it trains something else now "
+                         f"({'; '.join(changed)}); start a new run without resume.")
+
+
+@dataclasses.dataclass
+class RetryPolicy:
+    max_retries: int
+    start_timeout: int
+    verbose: bool
+    grace: float = 30.0  # seconds the others may stay blocked after a rank failed
+
+
+def run_with_retries(launcher: Launcher, fn: Callable[[RankConfig], dict], config: RankConfig,
+                     num_proc: int, policy: RetryPolicy,
+                     clock: Callable[[], float] = time.monotonic) -> tuple[list[dict], int]:
+    """Run the ranks under a watchdog; after a failure, run again from the last committed epoch.
+
+    Returns the ranks' results (sorted by rank) and the attempts it took; raises
+    :class:`TrainingError` with the ranks' tracebacks when every attempt failed.
+    """
+    run = RunFolder(config.run_dir)
+    attempts = policy.max_retries + 1
+    for attempt in range(1, attempts + 1):
+        run.clear_rank_markers()
+        watchdog = RunWatchdog(run, num_proc, policy.start_timeout, launcher.cancel,
+                               grace=policy.grace, clock=clock)
+        try:
+            with ProgressWatcher(run, enabled=policy.verbose), watchdog:
+                results = launcher.launch(fn, config, num_proc, policy.start_timeout,
+                                          policy.verbose)
+            return sorted(results, key=lambda r: r["rank"]), attempt
+        except Exception as err:
+            detail = run.rank_errors(clear=True)
+            if watchdog.reason:
+                detail = (detail + "\n" if detail else "") + watchdog.reason
+            if attempt == attempts:
+                raise TrainingError(
+                    f"Horovod training failed after {attempt} attempt(s): {err}"
+                    + (f"\n{detail}" if detail else "")
+                    + f"\nCheckpoints are kept in {run.path}; with a storePath, "
+                    "resume=True (--resume) continues from the last one."
+                ) from err
+            saved = run.load_checkpoint()
+            where = (f"epoch {len(saved['history'])} checkpoint" if saved
+                     else "the start (no epoch was committed)")
+            cause = (detail or str(err)).strip().splitlines()[-1][:300]
+            log.warning("Horovod run failed (attempt %d of %d: %s); retrying from %s",
+                        attempt, attempts, cause, where)
+            config = dataclasses.replace(config, resume=True)
+    raise AssertionError("unreachable")
+
+
+def summarise(results: list[dict], config: RankConfig, num_proc: int, attempts: int,
+              fit_started: float, now: float) -> dict:
+    """The fitted model's summary from the ranks' results; ranks must end identical."""
+    digests = {r["digest"] for r in results}
+    if len(digests) != 1:
+        raise TrainingError(f"ranks ended with different weights {digests}; training diverged")
+    chief = results[0]
+    first_batch = min((r["first_batch_time"] for r in results if r["first_batch_time"]),
+                      default=now)
+    return {
+        "run": RunFolder(config.run_dir).url, "num_proc": num_proc,
+        "n_features": config.n_features, "n_classes": config.n_classes,
+        "best_epoch": chief["best_epoch"],
+        "launch_seconds": first_batch - fit_started,
+        "fit_seconds": now - fit_started,
+        "devices": [r["device"] for r in results],
+        "allreduce": sorted({r["allreduce"] for r in results}),
+        "shard_rows": [r["shard_rows"] for r in results],
+        "rank_digests": [r["digest"] for r in results],
+        "attempts": attempts, "resumed_after_epoch": chief["resumed_after"] or None,
+    }
+
+
+def finish_run(run: RunFolder, history: list[dict], summary: dict) -> None:
+    """Write the final history with the summary, then the ``_FINISHED`` marker."""
+    run.commit_history({"history": history, **summary})
+    run.mark_finished()

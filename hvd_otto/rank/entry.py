@@ -1,0 +1,160 @@
+"""What each Horovod rank runs: pin a device, read its Petastorm shard, train, report.
+
+:func:`train_rank` is the function handed to ``horovod.spark.run``. Its argument is a frozen
+:class:`~hvd_otto.common.rank_config.RankConfig`, so nothing but data crosses to the ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import traceback
+
+from ..common.quiet import quiet_worker_warnings
+from ..common.rank_config import RankConfig
+from ..common.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
+
+
+def train_rank(config: RankConfig) -> dict:
+    """Train on this rank; on failure write the traceback into the run's ``errors/`` folder."""
+    quiet_worker_warnings()
+    rank = int(os.environ.get("HOROVOD_RANK", "-1"))
+    try:
+        return _train(config)
+    except BaseException:
+        RunFolder(config.run_dir).write_error(rank, traceback.format_exc())
+        raise
+
+
+def _train(config: RankConfig) -> dict:
+    import horovod.tensorflow.keras as hvd
+
+    run = RunFolder(config.run_dir)
+    rank, size, choice, backend = _join_and_pin(config, run)
+    train = _datasets(config, rank, size)
+    val = train.pop("validation")
+    model, lr = _compiled_model(config, size)
+    state, resumed_after = _training_state(config, run, rank, size, model, train["steps"], lr,
+                                           monitor="val_loss" if val else "loss")
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                 hvd.callbacks.MetricAverageCallback()]
+    if config.warmup_epochs > state.completed:
+        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=lr, warmup_epochs=config.warmup_epochs, momentum_correction=False,
+            steps_per_epoch=train["steps"], verbose=0))
+    callbacks.append(state)
+    if config.fault:
+        from .callbacks import FaultInjection
+
+        callbacks.append(FaultInjection(config.fault, rank, run))
+    with train["reader"], (val["reader"] if val else contextlib.nullcontext()):
+        if not state.stopped and state.completed < config.epochs:
+            model.fit(train["dataset"], steps_per_epoch=train["steps"], epochs=config.epochs,
+                      initial_epoch=state.completed,
+                      validation_data=val["dataset"] if val else None,
+                      validation_steps=val["steps"] if val else None,
+                      callbacks=callbacks, verbose=0)
+    return _result(model, state, rank, choice, backend, train["rows"], resumed_after)
+
+
+def _join_and_pin(config: RankConfig, run: RunFolder):
+    """Join the Horovod ring (markers for the watchdog), then pin this rank's device."""
+    import horovod.tensorflow.keras as hvd
+
+    from ..common.devices import allreduce_backend, pin_device
+    from .callbacks import never_join_if_asked
+
+    env_rank = os.environ.get("HOROVOD_RANK", "-1")
+    never_join_if_asked(config.fault, env_rank)
+    # The driver's watchdog ends a run whose ranks do not all join within startTimeout.
+    run.mark_rank(env_rank, "alive")
+    hvd.init()
+    rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+    run.mark_rank(rank, "joined")
+    try:
+        from horovod.spark.task import get_available_devices
+        addresses = list(get_available_devices())
+    except Exception:  # not inside a Spark task (e.g. plain horovodrun)
+        addresses = []
+    cpu_threads = max(1, (os.cpu_count() or 1) // max(1, hvd.local_size()))
+    choice = pin_device(addresses, local_rank, config.use_gpu, cpu_threads,
+                        config.mixed_precision)
+    backend = allreduce_backend(hvd.nccl_built(), hvd.gloo_built(), choice.kind == "gpu")
+    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}; allreduce via {backend}",
+          flush=True)
+    return rank, size, choice, backend
+
+
+def _datasets(config: RankConfig, rank: int, size: int) -> dict:
+    """The training shard's dataset dict, with ``validation`` (a dict or ``None``) inside."""
+    import tensorflow as tf
+
+    from .shards import shard_dataset
+
+    tf.get_logger().setLevel(logging.ERROR)  # no per-batch "callback is slow" chatter
+    tf.keras.utils.set_random_seed(config.seed + rank)
+    train = shard_dataset(config, config.train_url, rank, size, shuffle=True)
+    train["validation"] = (shard_dataset(config, config.val_url, rank, size, shuffle=False)
+                           if config.val_url else None)
+    return train
+
+
+def _compiled_model(config: RankConfig, size: int):
+    """The model, compiled with Horovod's DistributedOptimizer at the LR scaled by ``size``."""
+    import horovod.tensorflow.keras as hvd
+
+    from ..common.keras_model import make_optimizer, model_from_spec
+
+    model = model_from_spec(config.model, config.n_features, config.n_classes)
+    lr = config.learning_rate * size
+    optimizer = hvd.DistributedOptimizer(make_optimizer(config.optimizer, lr))
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model, lr
+
+
+def _training_state(config: RankConfig, run: RunFolder, rank: int, size: int, model,
+                    steps: int, lr: float, monitor: str):
+    """The training-state callback, restored from the run's checkpoint when resuming."""
+    from .callbacks import TrainingState
+    from .rules import EpochRules
+
+    rules = EpochRules(config.patience, config.lr_decay_patience, lr)
+    state = TrainingState(rank, steps * config.batch_size * size, run, config.epochs, monitor,
+                          rules)
+    saved = run.load_checkpoint() if config.resume else None
+    if saved:
+        state.restore(saved, model)
+        if rank == 0:
+            print(f"rank 0: resuming after epoch {state.completed} from the run's checkpoint",
+                  flush=True)
+    return state, (len(saved["history"]) if saved else None)
+
+
+def _result(model, state, rank: int, choice, backend: str, shard_rows: int,
+            resumed_after: int | None) -> dict:
+    """Best weights, per-rank facts for the driver, and (rank 0) the model's bytes."""
+    from ..common.keras_model import model_to_bytes
+    from .callbacks import weights_digest
+
+    if state.best_weights is not None:  # None only when the loss was never finite
+        model.set_weights(state.best_weights)
+    _average_non_trainable(model)
+    result = {"rank": rank, "digest": weights_digest(model), "device": str(choice),
+              "allreduce": backend, "first_batch_time": state.first_batch_time,
+              "shard_rows": shard_rows, "resumed_after": resumed_after}
+    if rank == 0:
+        result.update(model=model_to_bytes(model), history=state.history,
+                      best_epoch=state.rules.best_epoch)
+    return result
+
+
+def _average_non_trainable(model) -> None:
+    """Average per-rank state (BatchNorm moving statistics) so every rank ends identical."""
+    import horovod.tensorflow as hvd_tf
+
+    for i, variable in enumerate(model.non_trainable_weights):
+        variable.assign(hvd_tf.allreduce(variable, op=hvd_tf.Average, name=f"non_trainable_{i}"))
