@@ -1,10 +1,14 @@
 """Benchmarks on the real Otto data, each against a plain single-process baseline run in the
 same script (the machines are shared and noisy: compare ratios, not absolute seconds).
 
-    python jobs/benchmark.py ingest [--otto DIR] [--out results.json]
-    python jobs/benchmark.py train  [--otto DIR] [--epochs 20] [--out results.json]
-    python jobs/benchmark.py memory [--rows 200000,2000000] [--train-rows 0] [--out results.json]
-    python jobs/benchmark.py retry  [--otto DIR] [--epochs 6] [--out results.json]
+    python benchmarks/benchmark.py ingest --otto DIR [--out results.json]
+    python benchmarks/benchmark.py train  --otto DIR [--epochs 20] [--out results.json]
+    python benchmarks/benchmark.py memory [--rows 200000,2000000] [--train-rows 0] [--out ...]
+    python benchmarks/benchmark.py retry  --otto DIR [--epochs 6] [--out results.json]
+
+``--otto`` (or ``HVD_OTTO_DATA``) is the folder holding Kaggle's ``train.csv.zip`` and
+``test.csv.zip``; the repository never contains them. The package must be installed
+(``make setup`` does it); every default model setting is the Estimator's.
 
 ``ingest``: ``prepare`` with Spark vs pyarrow CSV → numpy transform → Parquet.
 ``train``: tf.keras ``model.fit`` on numpy vs hvd-otto with 1 and 2 ranks (same model, batch
@@ -29,9 +33,7 @@ import zipfile
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-DEFAULT_OTTO = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "otto")
+OTTO_ENV = "HVD_OTTO_DATA"
 
 
 def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: int = 42) -> int:
@@ -68,8 +70,7 @@ def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: in
 
 
 def bench_ingest(args) -> dict:
-    from hvd_otto.ingest import prepare
-    from hvd_otto.spark import get_spark
+    from hvd_otto import get_spark, prepare
 
     train_zip = os.path.join(args.otto, "train.csv.zip")
     tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-")
@@ -114,14 +115,43 @@ def _log_loss(probs, y):
     return float(-np.log(p).mean())
 
 
-def bench_train(args) -> dict:
+def _baseline_fit(x, y, xh, yh, xt, epochs: int, batch: int, lr: float):
+    """The single-process baseline: the same model (Estimator defaults) with tf.keras on numpy."""
     import tensorflow as tf
 
-    from hvd_otto.estimator import HorovodKerasEstimator
-    from hvd_otto.evaluate import evaluate
-    from hvd_otto.ingest import prepare
-    from hvd_otto.model import build_mlp, make_optimizer
-    from hvd_otto.spark import get_spark
+    from hvd_otto.common.keras_model import build_mlp, make_optimizer
+
+    print(f"baseline: tf.keras model.fit on numpy, {epochs} epochs, batch {batch}")
+    started = time.perf_counter()
+    model = build_mlp(x.shape[1], int(y.max()) + 1)
+    model.compile(make_optimizer("adam", lr), "sparse_categorical_crossentropy", ["accuracy"])
+    epoch_times = []
+
+    class Timer(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_times.append(time.perf_counter() - self.t)
+
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Timer()])
+    probs = model.predict(xh, batch_size=4096, verbose=0)
+    baseline = {
+        "samples_per_second": len(y) * epochs / sum(epoch_times),
+        "launch_seconds": 0.0,
+        "end_to_end_seconds": time.perf_counter() - started,
+        "holdout_log_loss": _log_loss(probs, yh),
+        "holdout_accuracy": float((probs.argmax(1) == yh).mean()),
+    }
+    started = time.perf_counter()
+    model.predict(xt, batch_size=4096, verbose=0)
+    predict_rps = len(xt) / (time.perf_counter() - started)
+
+    return baseline, predict_rps
+
+
+def bench_train(args) -> dict:
+    from hvd_otto import HorovodKerasEstimator, evaluate, get_spark, prepare
 
     spark = get_spark(args.master)
     tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-")
@@ -140,31 +170,7 @@ def bench_train(args) -> dict:
     lr = HorovodKerasEstimator().getLearningRate()
     results = {}
 
-    print(f"baseline: tf.keras model.fit on numpy, {epochs} epochs, batch {batch}")
-    started = time.perf_counter()
-    model = build_mlp(x.shape[1], int(y.max()) + 1)
-    model.compile(make_optimizer("adam", lr), "sparse_categorical_crossentropy", ["accuracy"])
-    epoch_times = []
-
-    class Timer(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self.t)
-
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Timer()])
-    probs = model.predict(xh, batch_size=4096, verbose=0)
-    results["baseline"] = {
-        "samples_per_second": len(y) * epochs / sum(epoch_times),
-        "launch_seconds": 0.0,
-        "end_to_end_seconds": time.perf_counter() - started,
-        "holdout_log_loss": _log_loss(probs, yh),
-        "holdout_accuracy": float((probs.argmax(1) == yh).mean()),
-    }
-    started = time.perf_counter()
-    model.predict(xt, batch_size=4096, verbose=0)
-    predict_rps = len(xt) / (time.perf_counter() - started)
+    results["baseline"], predict_rps = _baseline_fit(x, y, xh, yh, xt, epochs, batch, lr)
 
     train_df = spark.read.parquet(os.path.join(data, "train")).cache()
     train_df.count()
@@ -225,7 +231,7 @@ def bench_train(args) -> dict:
 
 def _synthetic_csv(path: str, rows: int, seed: int, label: bool, chunk: int = 200_000) -> str:
     """Write ``rows`` Otto-shaped rows in chunks (ids unique), without holding them all."""
-    from hvd_otto import synthetic
+    from hvd_otto.data import synthetic
 
     for start in range(0, rows, chunk):
         frame = synthetic.generate(min(chunk, rows - start), seed + start)
@@ -266,7 +272,7 @@ def _run_measured(command: list[str], env: dict) -> dict:
 def bench_memory(args) -> dict:
     tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-mem-")
     env = {**os.environ, "HVD_OTTO_MASTER": args.master}
-    cli = [sys.executable, "-m", "hvd_otto.cli"]
+    cli = [sys.executable, "-m", "hvd_otto.app.cli"]
     train_csv = _synthetic_csv(os.path.join(tmp, "train.csv"), 20_000, 1, label=True)
     model = os.path.join(tmp, "model")
     _run_measured([*cli, "train", "--train", train_csv, "--model", model, "--epochs", "2"], env)
@@ -306,9 +312,8 @@ def bench_memory(args) -> dict:
 
 
 def bench_retry(args) -> dict:
-    from hvd_otto.estimator import FAULT_ENV, HorovodKerasEstimator
-    from hvd_otto.ingest import prepare
-    from hvd_otto.spark import get_spark
+    from hvd_otto import HorovodKerasEstimator, get_spark, prepare
+    from hvd_otto.common.rank_config import FAULT_ENV
 
     spark = get_spark(args.master)
     tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-retry-")
@@ -347,7 +352,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("ingest", "train", "memory", "retry"))
-    parser.add_argument("--otto", default=DEFAULT_OTTO, help="folder with Otto's zip files")
+    parser.add_argument("--otto", default=os.environ.get(OTTO_ENV),
+                        help=f"folder with Otto's train.csv.zip and test.csv.zip (default: "
+                             f"${OTTO_ENV})")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs (default 20 for train, 6 for retry)")
@@ -359,9 +366,10 @@ def main(argv=None) -> int:
                         help="global batch size (per rank: this / ranks)")
     parser.add_argument("--out", default=None, help="append the figures to this JSON file")
     args = parser.parse_args(argv)
-    if not os.path.exists(os.path.join(args.otto, "train.csv.zip")):
-        print(f"error: Otto's train.csv.zip not found in {args.otto}; pass --otto DIR",
-              file=sys.stderr)
+    if args.what != "memory" and not (
+            args.otto and os.path.exists(os.path.join(args.otto, "train.csv.zip"))):
+        print(f"error: Otto's train.csv.zip not found in {args.otto or '(no folder given)'}; "
+              f"pass --otto DIR or set {OTTO_ENV}", file=sys.stderr)
         return 2
     if args.epochs is None:
         args.epochs = 6 if args.what == "retry" else 20

@@ -18,3 +18,41 @@ def write_csv(path: Path, header: str, rows: list[str], newline: str = "\n") -> 
     """Write a small CSV for a test and return its path as a string."""
     path.write_text(newline.join([header, *rows]) + newline, encoding="utf-8")
     return str(path)
+
+
+def make_config(**changes):
+    """A complete RankConfig for tests; keyword arguments change fields."""
+    from hvd_otto.common.rank_config import RankConfig
+
+    values = dict(run_dir="/store/runs/r", train_url="file:///store/runs/r/data/train",
+                  val_url=None, n_features=93, n_classes=9, model={"kind": "mlp"},
+                  optimizer="adam", learning_rate=0.001, batch_size=128, epochs=3, patience=4,
+                  warmup_epochs=1, lr_decay_patience=1, seed=42, use_gpu="auto",
+                  mixed_precision=False, cache_limit_bytes=1 << 20, resume=False)
+    values.update(changes)
+    return RankConfig(**values)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark():
+    """benchmarks/benchmark.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "benchmarks" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_otto_dir(folder: Path, rows: int, seed: int = 5) -> Path:
+    """A folder with an Otto-shaped ``train.csv.zip`` of ``rows`` synthetic rows."""
+    import zipfile
+
+    from hvd_otto.data import synthetic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / "train.csv.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train.csv", synthetic.generate(rows, seed).to_csv(index=False))
+    return folder

@@ -132,21 +132,13 @@ def prepare(
         parsed.rows.unpersist()
         fs.delete(scratch)
         metadata = {
-            "format": "hvd-otto-prepared/1",
-            "source": {"train": train, "test": test},
-            "id_col": id_col,
-            "label_col": label_col,
-            "feature_cols": list(parsed.schema.feature_cols),
-            "labels": label_names(model),
+            "format": "hvd-otto-prepared/1", "source": {"train": train, "test": test},
+            "id_col": id_col, "label_col": label_col,
+            "feature_cols": list(parsed.schema.feature_cols), "labels": label_names(model),
             "label_mapping": {label: i for i, label in enumerate(label_names(model))},
-            "transform": transform,
-            "seed": seed,
-            "validation_fraction": validation,
-            "row_groups": row_groups,
-            "bad_rows_policy": bad_rows,
-            "input_rows": parsed.total,
-            "rejected_rows": rejected,
-            "splits": split_meta,
+            "transform": transform, "seed": seed, "validation_fraction": validation,
+            "row_groups": row_groups, "bad_rows_policy": bad_rows, "input_rows": parsed.total,
+            "rejected_rows": rejected, "splits": split_meta,
         }
         fs.write_text(store.join(staging, "metadata.json"), json.dumps(metadata, indent=2))
     return PrepareResult(out_url, metadata, time.perf_counter() - started)

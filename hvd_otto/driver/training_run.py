@@ -70,6 +70,7 @@ class RetryPolicy:
     start_timeout: int
     verbose: bool
     grace: float = 30.0  # seconds the others may stay blocked after a rank failed
+    poll_interval: float = 1.0  # seconds between the watchdog's and the progress' looks
 
 
 def run_with_retries(launcher: Launcher, fn: Callable[[RankConfig], dict], config: RankConfig,
@@ -85,9 +86,10 @@ def run_with_retries(launcher: Launcher, fn: Callable[[RankConfig], dict], confi
     for attempt in range(1, attempts + 1):
         run.clear_rank_markers()
         watchdog = RunWatchdog(run, num_proc, policy.start_timeout, launcher.cancel,
-                               grace=policy.grace, clock=clock)
+                               grace=policy.grace, interval=policy.poll_interval, clock=clock)
+        progress = ProgressWatcher(run, enabled=policy.verbose, interval=policy.poll_interval)
         try:
-            with ProgressWatcher(run, enabled=policy.verbose), watchdog:
+            with progress, watchdog:
                 results = launcher.launch(fn, config, num_proc, policy.start_timeout,
                                           policy.verbose)
             return sorted(results, key=lambda r: r["rank"]), attempt

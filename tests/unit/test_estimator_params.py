@@ -42,3 +42,99 @@ def test_model_shares_column_params():
     model = HorovodKerasModel(b"", [], {})
     assert model.getProbabilityCol() == "probability" and model.getPredictionCol() == "prediction"
     assert model.getPredictBatchSize() == 4096
+
+
+# --- one table of params and defaults -------------------------------------------------------
+
+from hvd_otto.common.defaults import MODEL_PARAMS, TRAINING_PARAMS, default  # noqa: E402
+
+
+@pytest.mark.parametrize("spec", TRAINING_PARAMS + MODEL_PARAMS, ids=lambda s: s.name)
+def test_each_table_param_has_accessors_default_and_doc(spec):
+    est = HorovodKerasEstimator()
+    cap = spec.name[0].upper() + spec.name[1:]
+    assert getattr(est, f"get{cap}")() == spec.default
+    assert f"{spec.name}: {spec.doc}" in est.explainParams()
+    value = {"int": 7, "float": 0.25, "str": "sgd", "bool": True, "list_int": [3]}[spec.kind]
+    assert getattr(est, f"set{cap}")(value) is est and getattr(est, f"get{cap}")() == value
+
+
+def test_shared_params_come_from_pyspark_with_our_defaults():
+    from pyspark.ml.param.shared import HasFeaturesCol, HasSeed
+
+    est = HorovodKerasEstimator()
+    assert isinstance(est, HasFeaturesCol) and isinstance(est, HasSeed)
+    assert est.getSeed() == 42 and est.setSeed(7).getSeed() == 7
+    assert HorovodKerasModel(b"", [], {}).setProbabilityCol("p").getProbabilityCol() == "p"
+
+
+def test_the_cli_defaults_are_the_estimators():
+    from hvd_otto.app.cli import build_parser
+    from hvd_otto.app.commands import make_estimator
+
+    for command in (["train", "--data", "d", "--model", "m"],
+                    ["pipeline", "--train", "t.csv", "--out", "o"]):
+        args = build_parser().parse_args(command)
+        made, plain = make_estimator(args), HorovodKerasEstimator()
+        for name in ("numProc", "epochs", "batchSize", "learningRate", "optimizer", "useGpu",
+                     "mixedPrecision", "maxRetries", "resume"):
+            assert made.getOrDefault(name) == plain.getOrDefault(name), name
+    demo = build_parser().parse_args(["demo"])
+    assert (demo.num_proc, demo.epochs, demo.seed) == (default("numProc"), default("epochs"),
+                                                        default("seed"))
+
+
+def test_cli_options_become_params():
+    from hvd_otto.app.cli import build_parser
+    from hvd_otto.app.commands import make_estimator
+
+    args = build_parser().parse_args(
+        ["train", "--data", "d", "--model", "m", "--num-proc", "3", "--learning-rate", "0.01",
+         "--store", "/s", "--resume", "--max-retries", "0", "--gpus", "false"])
+    est = make_estimator(args)
+    assert (est.getNumProc(), est.getLearningRate(), est.getStorePath(), est.getResume(),
+            est.getMaxRetries(), est.getUseGpu()) == (3, 0.01, "/s", True, 0, "false")
+
+
+def test_resume_without_store_is_refused_on_the_command_line():
+    from hvd_otto import InputError
+    from hvd_otto.app.cli import build_parser
+    from hvd_otto.app.commands import make_estimator
+
+    args = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--resume"])
+    with pytest.raises(InputError, match="--resume needs --store"):
+        make_estimator(args)
+
+
+def test_unknown_params_and_positional_arguments_are_refused():
+    with pytest.raises(AttributeError):
+        HorovodKerasEstimator(numProcs=2)
+    with pytest.raises(TypeError, match="forces keyword arguments"):
+        HorovodKerasEstimator(2)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+    ({"useGpu": "maybe"}, "useGpu must be one of"),
+    ({"numProc": 0}, "numProc must be at least 1"),
+    ({"batchSize": 0}, "batchSize must be at least 1"),
+    ({"validationFraction": 1.0}, "validationFraction must be in"),
+    ({"modelConfig": "{}", "modelFile": "m.keras"}, "not both"),
+])
+def test_bad_params_are_input_errors_before_any_spark_work(params, message):
+    from hvd_otto import InputError
+
+    with pytest.raises(InputError, match=message):
+        HorovodKerasEstimator(**params)._check_params()
+
+
+def test_model_spec_from_params(tmp_path):
+    from hvd_otto import InputError
+
+    est = HorovodKerasEstimator(hiddenLayers=[8, 4], dropout=0.1)
+    assert est._model_spec() == {"kind": "mlp", "hidden": [8, 4], "dropout": 0.1,
+                                 "batch_norm": False, "input_dropout": 0.0}
+    with pytest.raises(InputError, match="not valid JSON"):
+        HorovodKerasEstimator(modelConfig="{nope")._model_spec()
+    with pytest.raises(InputError, match="not a .keras file"):
+        HorovodKerasEstimator(modelFile=str(tmp_path / "missing.keras"))._model_spec()

@@ -1,0 +1,60 @@
+"""Task-slot arithmetic and the wait for slots, with a fake clock (no Spark)."""
+
+import pytest
+
+from hvd_otto import InputError
+from hvd_otto.driver.launcher import task_slots, wait_for_task_slots
+
+GPU = {"spark.task.resource.gpu.amount": "1", "spark.executor.resource.gpu.amount": "1"}
+
+
+@pytest.mark.parametrize("master, conf, cpus, parallelism, executors, expected", [
+    ("local", {}, 8, 8, 0, 1),
+    ("local[3]", {}, 8, 3, 0, 3),
+    ("local[*]", {}, 8, 8, 0, 8),
+    ("local[4,2]", {}, 8, 4, 0, 4),  # with retries: still 4 cores
+    ("local[4]", {"spark.task.cpus": "2"}, 8, 4, 0, 2),
+    ("local[2]", GPU, 8, 2, 0, 2),  # local mode ignores GPU amounts
+    ("spark://h:7077", {}, 2, 4, 2, 4),
+    ("spark://h:7077", {"spark.task.cpus": "2"}, 2, 4, 2, 2),
+    ("spark://h:7077", GPU, 2, 4, 2, 2),  # 4 cores but 2 executors × 1 GPU
+    ("spark://h:7077", {**GPU, "spark.executor.resource.gpu.amount": "4"}, 2, 8, 1, 4),
+    ("yarn", GPU, 2, 4, 0, 0),  # no executor registered yet
+])
+def test_task_slots(master, conf, cpus, parallelism, executors, expected):
+    assert task_slots(master, conf, cpus, parallelism, executors) == expected
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = 0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps += 1
+        self.now += seconds
+
+
+def test_local_mode_fails_at_once_naming_both_numbers():
+    clock = FakeClock()
+    with pytest.raises(InputError, match=r"numProc=4 needs 4 .* has 2 \(master local\[2\]\)"):
+        wait_for_task_slots(lambda: 2, 4, 60, True, "master local[2]", clock, clock.sleep)
+    assert clock.sleeps == 0
+
+
+def test_a_cluster_waits_for_executors_to_register():
+    clock = FakeClock()
+    seen = iter([0, 0, 1, 2, 2])
+    found = wait_for_task_slots(lambda: next(seen), 2, 60, False, "spark://h", clock, clock.sleep)
+    assert found == 2 and clock.sleeps == 3
+
+
+@pytest.mark.parametrize("timeout, waited", [(60, 30), (5, 5)])
+def test_a_cluster_gives_up_after_min_of_timeout_and_30_s(timeout, waited):
+    clock = FakeClock()
+    with pytest.raises(InputError, match="lower numProc or add executors"):
+        wait_for_task_slots(lambda: 1, 2, timeout, False, "spark://h", clock, clock.sleep)
+    assert clock.now == waited
