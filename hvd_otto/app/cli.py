@@ -62,7 +62,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help=f"learning rate of one rank, scaled by --num-proc "
                         f"(default {default('learningRate')})")
     p.add_argument("--optimizer", default=default("optimizer"),
-                   help=f"adam (default), sgd, adadelta, rmsprop")
+                   help="adam (default), sgd, adadelta, rmsprop")
     p.add_argument("--gpus", choices=USE_GPU_CHOICES, default=default("useGpu"),
                    help="use GPUs: auto (default) uses them when TensorFlow sees one")
     p.add_argument("--mixed-precision", action="store_true",

@@ -204,7 +204,8 @@ class RunStore:
         """Runs with at least one committed epoch and no ``_FINISHED`` marker, oldest first."""
         if not os.path.isdir(self.runs_dir):
             return []
-        runs = [RunFolder(os.path.join(self.runs_dir, n)) for n in sorted(os.listdir(self.runs_dir))]
+        names = sorted(os.listdir(self.runs_dir))
+        runs = [RunFolder(os.path.join(self.runs_dir, name)) for name in names]
         return [run for run in runs if run.has_history() and not run.is_finished()]
 
     def new_run(self, now: float | None = None) -> RunFolder:

@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 
 from ..common import fs as store
 from ..common.errors import InputError
-from .csv_source import BAD_ROW_POLICIES, check_feature_columns, handle_bad_rows, read_csv, stage_source
-from .features import FEATURES_COL, LABEL_COL, apply_preprocessing, build_preprocessing, label_names
+from .csv_source import (
+    BAD_ROW_POLICIES, check_feature_columns, handle_bad_rows, read_csv, stage_source,
+)
+from .features import (
+    FEATURES_COL, LABEL_COL, apply_preprocessing, build_preprocessing, label_names,
+)
 from .schema import LINE
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,6 @@
 """The CLI jobs end to end on real Spark and Horovod: train, evaluate, predict, pipeline."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
