@@ -22,7 +22,11 @@ from typing import Sequence
 from ..common import fs as store
 from ..common.errors import InputError
 from ..data.csv_source import (
-    ParsedCsv, check_feature_columns, handle_bad_rows, read_csv, stage_source,
+    ParsedCsv,
+    check_feature_columns,
+    handle_bad_rows,
+    read_csv,
+    stage_source,
 )
 from ..data.features import build_preprocessing
 from ..data.prepare import stratified_split

@@ -16,8 +16,16 @@ from dataclasses import dataclass
 
 from ..common import fs as store
 from .schema import (
-    COLUMN, LINE, RAW, REASON, CsvSchema, InputError, parse_rows, parsed_columns,
-    schema_from_header, split_header_line,
+    COLUMN,
+    LINE,
+    RAW,
+    REASON,
+    CsvSchema,
+    InputError,
+    parse_rows,
+    parsed_columns,
+    schema_from_header,
+    split_header_line,
 )
 
 log = logging.getLogger(__name__)

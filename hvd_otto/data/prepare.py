@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 from ..common import fs as store
 from ..common.errors import InputError
 from .csv_source import (
-    BAD_ROW_POLICIES, check_feature_columns, handle_bad_rows, read_csv, stage_source,
+    BAD_ROW_POLICIES,
+    check_feature_columns,
+    handle_bad_rows,
+    read_csv,
+    stage_source,
 )
 from .features import (
-    FEATURES_COL, LABEL_COL, apply_preprocessing, build_preprocessing, label_names,
+    FEATURES_COL,
+    LABEL_COL,
+    apply_preprocessing,
+    build_preprocessing,
+    label_names,
 )
 from .schema import LINE
 

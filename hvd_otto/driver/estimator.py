@@ -25,8 +25,14 @@ from ..common.rank_config import FaultSpec, RankConfig
 from ..common.run_folder import RunFolder, RunStore
 from .model import HorovodKerasModel
 from .params import HorovodKerasEstimatorParams
-from .training_run import RetryPolicy, check_run_matches, choose_run, finish_run, \
-    run_with_retries, summarise
+from .training_run import (
+    RetryPolicy,
+    check_run_matches,
+    choose_run,
+    finish_run,
+    run_with_retries,
+    summarise,
+)
 
 log = logging.getLogger(__name__)
 

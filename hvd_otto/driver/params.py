@@ -11,7 +11,11 @@ from typing import Iterable
 
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
-    HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasSeed,
+    HasFeaturesCol,
+    HasLabelCol,
+    HasPredictionCol,
+    HasProbabilityCol,
+    HasSeed,
 )
 
 from ..common.defaults import MODEL_PARAMS, SHARED_DEFAULTS, TRAINING_PARAMS, ParamSpec

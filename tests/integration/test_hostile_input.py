@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from hvd_otto import InputError
 from hvd_otto.common import fs as store
 from hvd_otto.data.csv_source import bad_rows_message, read_csv
-from hvd_otto import InputError
 
 HEADER = b"id,feat_1,feat_2,target"
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import OTTO_CLASS_COUNTS, write_csv
+
+from hvd_otto import InputError, prepare
 from hvd_otto.data import synthetic
-from hvd_otto import prepare
-from hvd_otto import InputError
 
 HEADER = "id,f1,f2,f3,target"
 GOOD = [f"{i},{i % 3},{i % 5},{i % 2},{'AB'[i % 2]}" for i in range(1, 41)]

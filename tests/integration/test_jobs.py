@@ -4,11 +4,12 @@ import json
 
 import pytest
 
+
 @pytest.fixture(scope="module")
 def trained(spark, tmp_path_factory):
     """prepare → train once (2 ranks, 2 epochs) on a small synthetic CSV, via the CLI."""
-    from hvd_otto.data import synthetic
     from hvd_otto.app.cli import main
+    from hvd_otto.data import synthetic
 
     base = tmp_path_factory.mktemp("jobs")
     frame = synthetic.generate(rows=1500, seed=9, n_features=10)
@@ -79,6 +80,22 @@ def test_predict_writes_a_kaggle_submission_once(trained, capsys):
     assert [p.name for p in trained.iterdir() if p.name.startswith(".submission.csv.tmp")] == []
 
 
+BAD_INPUT_CASES = [
+    "train: missing CSV", "train: not a prepared folder", "train: existing model",
+    "evaluate: not a model", "evaluate: unlabelled file", "evaluate: a label training never saw",
+    "predict: other feature columns", "predict: labelled file", "predict: missing model",
+    "pipeline: test file with other columns", "demo: a folder that is not an earlier demo",
+    "prepare: missing CSV",
+]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(trained):
+    cases = _bad_input_cases(trained)
+    assert sorted(cases) == sorted(BAD_INPUT_CASES)
+    return cases
+
+
 def _bad_input_cases(base):
     """(arguments, expected words in the one-paragraph error, path that must not appear)."""
     model, labelled, test = base / "model", base / "labelled.csv", base / "test.csv"
@@ -126,25 +143,27 @@ def _bad_input_cases(base):
     }
 
 
-def test_every_job_rejects_bad_input_with_one_paragraph_and_no_output(trained, capsys):
+@pytest.mark.parametrize("name", BAD_INPUT_CASES)
+def test_every_job_rejects_bad_input_with_one_paragraph_and_no_output(trained, bad_inputs, name,
+                                                                       capsys):
     from hvd_otto.app.cli import main
 
-    for name, (argv, words, must_not_exist) in _bad_input_cases(trained).items():
-        capsys.readouterr()
-        assert main(argv) == 2, name
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and "Traceback" not in err, (name, err)
-        for word in words:
-            assert word in err, (name, err)
-        if must_not_exist:
-            assert not (trained / must_not_exist).exists(), name
-            assert not list(trained.glob(f".{must_not_exist}*")), name
+    argv, words, must_not_exist = bad_inputs[name]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    if must_not_exist:
+        assert not (trained / must_not_exist).exists()
+        assert not list(trained.glob(f".{must_not_exist}*"))  # no staging folder left
 
 
 def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys):
-    from hvd_otto.data import synthetic
     from hvd_otto.app.cli import main
     from hvd_otto.app.scoring import load_model
+    from hvd_otto.data import synthetic
 
     frame = synthetic.generate(rows=1500, seed=4, n_features=10)
     frame.to_csv(tmp_path / "train.csv", index=False)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hvd_otto.data import synthetic
-from hvd_otto import HorovodKerasEstimator, TrainingError
+from hvd_otto import HorovodKerasEstimator, InputError, TrainingError
 from hvd_otto.common.rank_config import FAULT_ENV
-from hvd_otto import InputError
+from hvd_otto.data import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,50 +204,58 @@ def _keras_file(model: Path) -> Path:
     return path
 
 
-def test_tampered_models_are_refused_with_a_clear_error(saved_model, tmp_path, spark):
+def _corrupt_keras(model: Path) -> None:
+    _keras_file(model).write_bytes(b"not a zip file")
+
+
+def _lambda_layer(model: Path) -> None:
+    """A .keras whose config asks for a Lambda layer (arbitrary Python): safe_mode refuses it."""
     import zipfile
 
-    from hvd_otto.app.scoring import load_model
-
-    assert load_model(spark, str(saved_model)).labels  # the original loads
-
-    corrupt = _copy(saved_model, tmp_path / "corrupt")
-    _keras_file(corrupt).write_bytes(b"not a zip file")
-    with pytest.raises(InputError, match=r"corrupt: a stage could not be loaded: "
-                                         r".*model.keras is not a loadable Keras model"):
-        load_model(spark, str(corrupt))
-
-    # a .keras whose config asks for a Lambda layer (arbitrary Python): safe_mode refuses it
-    lam = _copy(saved_model, tmp_path / "lambda")
-    keras_path = _keras_file(lam)
+    keras_path = _keras_file(model)
     with zipfile.ZipFile(keras_path) as z:
         files = {n: z.read(n) for n in z.namelist()}
     config = json.loads(files["config.json"])
     config["config"]["layers"][1] = {
         "module": "keras.layers", "class_name": "Lambda", "registered_name": None,
         "config": {"name": "evil", "function": {"class_name": "__lambda__", "config": {
-            "code": "4wEAAAAAAAAAAAAAAAEAAAACAAAAQwAAAHMIAAAAfABkARcAUwApAk7pAQAAAKkAKQHaAXhyAgAAAHICAAAA+gE8cgMAAAA="}}},
+            "code": "4wEAAAAAAAAAAAAAAAEAAAACAAAAQwAAAHMIAAAAfABkARcAUwApAk7pAQAAAKkAKQHaAXhy"
+                    "AgAAAHICAAAA+gE8cgMAAAA="}}},
         "build_config": {"input_shape": [None, 12]}}
     files["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(keras_path, "w") as z:
         for name, data in files.items():
             z.writestr(name, data)
-    with pytest.raises(InputError, match=r"lambda: a stage could not be loaded: "
-                                         r".*not a loadable Keras model \(.*Lambda"):
-        load_model(spark, str(lam))
 
-    foreign = _copy(saved_model, tmp_path / "foreign")
-    meta = next((foreign / "metadata").glob("part-*"))
+
+def _foreign_metadata(model: Path) -> None:
+    meta = next((model / "metadata").glob("part-*"))
     meta.write_text(meta.read_text().replace("PipelineModel", "LogisticRegressionModel"))
-    for crc in (foreign / "metadata").glob(".*.crc"):  # edited by hand: no checksum
+    for crc in (model / "metadata").glob(".*.crc"):  # edited by hand: no checksum
         crc.unlink()
-    with pytest.raises(InputError, match="not a PipelineModel"):
-        load_model(spark, str(foreign))
 
-    unfinished = _copy(saved_model, tmp_path / "unfinished")
-    (unfinished / "_SUCCESS").unlink()
-    with pytest.raises(InputError, match="not a complete saved model"):
-        load_model(spark, str(unfinished))
+
+def _unfinished(model: Path) -> None:
+    (model / "_SUCCESS").unlink()
+
+
+@pytest.mark.parametrize("name, tamper, message", [
+    ("corrupt", _corrupt_keras,
+     r"corrupt: a stage could not be loaded: .*model.keras is not a loadable Keras model"),
+    ("lambda", _lambda_layer,
+     r"lambda: a stage could not be loaded: .*not a loadable Keras model \(.*Lambda"),
+    ("foreign", _foreign_metadata, "not a PipelineModel"),
+    ("unfinished", _unfinished, "not a complete saved model"),
+])
+def test_tampered_models_are_refused_with_a_clear_error(saved_model, tmp_path, spark, name,
+                                                        tamper, message):
+    from hvd_otto.app.scoring import load_model
+
+    assert load_model(spark, str(saved_model)).labels  # the original loads
+    copy = _copy(saved_model, tmp_path / name)
+    tamper(copy)
+    with pytest.raises(InputError, match=message):
+        load_model(spark, str(copy))
 
 
 def test_the_persisted_format_holds_no_pickles(saved_model):

@@ -10,12 +10,11 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import IndexToString, StandardScaler, StringIndexer, VectorAssembler
 
+from hvd_otto import HorovodKerasEstimator, HorovodKerasModel, InputError
 from hvd_otto.data import synthetic
-from hvd_otto import HorovodKerasEstimator, HorovodKerasModel
-from hvd_otto.data.features import CountTransformer
 from hvd_otto.data.csv_source import load_csv
+from hvd_otto.data.features import CountTransformer
 from hvd_otto.data.prepare import stratified_split
-from hvd_otto import InputError
 
 EPOCHS = 4
 

@@ -1,7 +1,6 @@
 """The benchmark script without Spark: its baseline and its refusal of a missing data folder."""
 
 import pyarrow.parquet as pq
-
 from helpers import load_benchmark, synthetic_otto_dir
 
 

@@ -17,7 +17,12 @@ def test_public_names_import_from_the_root(name):
 
 def test_the_readme_imports_work():
     from hvd_otto import (  # noqa: F401
-        HorovodKerasEstimator, HorovodKerasModel, InputError, TrainingError, load_csv, prepare,
+        HorovodKerasEstimator,
+        HorovodKerasModel,
+        InputError,
+        TrainingError,
+        load_csv,
+        prepare,
     )
 
     with pytest.raises(AttributeError):

@@ -4,9 +4,9 @@ import dataclasses
 import pickle
 
 import pytest
+from helpers import make_config
 
 from hvd_otto import InputError
-from helpers import make_config
 from hvd_otto.common.rank_config import FAULT_ENV, FaultSpec, RankConfig
 
 

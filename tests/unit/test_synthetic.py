@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers import OTTO_CLASS_COUNTS
+
 from hvd_otto.data import synthetic
 
 

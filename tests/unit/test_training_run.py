@@ -6,13 +6,17 @@ import os
 import threading
 
 import pytest
+from helpers import make_config
 
 from hvd_otto import InputError, TrainingError
 from hvd_otto.common.run_folder import RunFolder, RunStore
 from hvd_otto.driver.training_run import (
-    RetryPolicy, check_run_matches, choose_run, run_with_retries, summarise,
+    RetryPolicy,
+    check_run_matches,
+    choose_run,
+    run_with_retries,
+    summarise,
 )
-from helpers import make_config
 
 POLICY = RetryPolicy(max_retries=1, start_timeout=60, verbose=False, poll_interval=0.02)
 
