@@ -28,7 +28,8 @@ def make_config(**changes):
                   val_url=None, n_features=93, n_classes=9, model={"kind": "mlp"},
                   optimizer="adam", learning_rate=0.001, batch_size=128, epochs=3, patience=4,
                   warmup_epochs=1, lr_decay_patience=1, seed=42, use_gpu="auto",
-                  mixed_precision=False, cache_limit_bytes=1 << 20, resume=False)
+                  mixed_precision=False, cache_limit_bytes=1 << 20, cpu_threads=1,
+                  resume=False)
     values.update(changes)
     return RankConfig(**values)
 

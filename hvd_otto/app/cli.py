@@ -189,6 +189,18 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=commands.run_demo)
 
 
+def _add_doctor(sub) -> None:
+    from .doctor import run_doctor
+
+    p = sub.add_parser("doctor", help="check the stack on the driver and the executors",
+                       description="Report Horovod's build (TensorFlow, Gloo, NCCL), TensorFlow "
+                                   "and the GPUs it sees, and the pyspark/petastorm/pyarrow "
+                                   "versions; with --master (or under spark-submit) the "
+                                   "executors' Python workers too. Exit 2 when they differ.")
+    p.add_argument("--master", default=None, help="Spark master whose executors to check")
+    p.set_defaults(func=run_doctor)
+
+
 def _add_test(sub) -> None:
     p = sub.add_parser("test", help="run the test suite (source checkout or Docker image)",
                        description="Run the project's pytest suite; extra arguments go to "
@@ -206,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_prepare, _add_train, _add_evaluate, _add_predict, _add_pipeline,
-                _add_demo, _add_test):
+                _add_demo, _add_doctor, _add_test):
         add(sub)
     return parser
 

@@ -11,22 +11,16 @@ import time
 from ..common.defaults import default
 from ..common.errors import InputError
 
-DISCOVERY_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_discovery.sh")
-
 
 def spark_from_args(args: argparse.Namespace):
     """The SparkSession of a command, with the GPU settings its options ask for."""
-    from ..common.devices import spark_gpu_conf
     from .session import get_spark
 
     gpus = getattr(args, "executor_gpus", 0)
-    script = getattr(args, "gpu_discovery_script", None) or (
-        DISCOVERY_SCRIPT if os.path.exists(DISCOVERY_SCRIPT) else None)
-    try:
-        conf = spark_gpu_conf(gpus, script)
-    except ValueError as err:
-        raise InputError(f"--executor-gpus: {err}") from None
-    return get_spark(getattr(args, "master", None), conf=conf)
+    if gpus < 0:
+        raise InputError(f"--executor-gpus must be >= 0, got {gpus}.")
+    return get_spark(getattr(args, "master", None), executor_gpus=gpus,
+                     gpu_discovery_script=getattr(args, "gpu_discovery_script", None))
 
 
 def run_prepare(args: argparse.Namespace) -> dict:

@@ -49,8 +49,8 @@ TRAINING_PARAMS = (
     ParamSpec("lrDecayPatience", "int", 1,
               "halve the learning rate after this many epochs without improvement (0 = off)"),
     ParamSpec("storePath", "str", None,
-              "folder for run data, checkpoints and history; must be reachable by driver and "
-              "executors (default: a local temp folder)"),
+              "folder for run data, checkpoints and history, shared by driver and executors "
+              "(required on a cluster; in local mode a temporary folder by default)"),
     ParamSpec("verbose", "int", 1, "0 = quiet, 1 = one line per epoch from rank 0"),
     ParamSpec("useGpu", "str", "auto", f"one of {', '.join(USE_GPU_CHOICES)}"),
     ParamSpec("mixedPrecision", "bool", False, "mixed float16 on GPUs"),

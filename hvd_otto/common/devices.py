@@ -124,20 +124,29 @@ def allreduce_backend(nccl_built: bool, gloo_built: bool, on_gpu: bool) -> str:
     return "MPI"
 
 
-def spark_gpu_conf(executor_gpus: int, discovery_script: str | None) -> dict[str, str]:
-    """Spark confs that make each Horovod rank a task holding exactly one GPU.
+def spark_gpu_conf(executor_gpus: int, master: str, packaged_script: str,
+                   user_script: str | None = None) -> dict[str, str]:
+    """Spark confs for executors with ``executor_gpus`` GPUs each, by cluster manager.
 
-    ``executor_gpus`` GPUs per executor, one per task, found by ``discovery_script``
-    (``hvd_otto/app/gpu_discovery.sh``). Zero returns no settings (CPU executors).
+    No ``spark.task.resource.gpu.amount``: ETL tasks need no GPU, and the Horovod job asks for
+    one per rank itself (stage-level scheduling). Discovery, where executors run it:
+    YARN ships the script with ``spark.files`` and names it relative to the container;
+    Kubernetes runs it from the image (driver and executors share the image, so the installed
+    package's path holds) and needs the ``nvidia.com`` vendor; standalone Workers discover GPUs
+    themselves and hand executors their addresses, so executors run no script unless one is given.
     """
     if executor_gpus < 0:
         raise ValueError(f"executor GPUs must be >= 0, got {executor_gpus}")
     if executor_gpus == 0:
         return {}
-    conf = {
-        "spark.executor.resource.gpu.amount": str(executor_gpus),
-        "spark.task.resource.gpu.amount": "1",
-    }
-    if discovery_script:
-        conf["spark.executor.resource.gpu.discoveryScript"] = discovery_script
+    script = user_script or packaged_script
+    conf = {"spark.executor.resource.gpu.amount": str(executor_gpus)}
+    if master.startswith("yarn"):
+        conf["spark.files"] = script
+        conf["spark.executor.resource.gpu.discoveryScript"] = "./" + os.path.basename(script)
+    elif master.startswith("k8s"):
+        conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"
+        conf["spark.executor.resource.gpu.discoveryScript"] = script
+    elif user_script:
+        conf["spark.executor.resource.gpu.discoveryScript"] = user_script
     return conf

@@ -69,5 +69,6 @@ class RankConfig:
     use_gpu: str
     mixed_precision: bool
     cache_limit_bytes: int
+    cpu_threads: int  # the cores of the rank's Spark task: TensorFlow's thread budget
     resume: bool
     fault: FaultSpec | None = None

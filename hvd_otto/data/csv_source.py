@@ -108,6 +108,9 @@ def read_csv(
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
+    from ..common.preflight import INGEST_MODULES, check_executor_python
+
+    check_executor_python(spark.sparkContext, INGEST_MODULES)  # workers parse the lines
     # Lines travel as bytes and are decoded in Python with replacement, so a byte that is not
     # UTF-8 becomes a rejected row naming its line instead of a crash in the Arrow transfer.
     text = spark.read.text(url).select(F.input_file_block_start().alias("_block"),

@@ -124,16 +124,23 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
     # --- fit ------------------------------------------------------------------------------------
 
     def _fit(self, dataset):
+        from ..common.preflight import check_executor_python
         from ..rank.entry import train_rank
         from .launcher import wait_for_task_slots
 
         self._check_params()
         self._check_columns(dataset)
         fit_started = time.time()
+        check_executor_python(dataset.sparkSession.sparkContext)  # before any data or rank
         launcher = self._launcher(dataset.sparkSession.sparkContext)
         num_proc = self.getNumProc()
         wait_for_task_slots(launcher.task_slots, num_proc, self.getStartTimeout(),
                             launcher.is_local, launcher.describe())
+        if not self.getStorePath() and not launcher.is_local:
+            raise InputError("storePath (--store) must be set on a cluster: a folder the "
+                             "driver and every executor can read and write (NFS or another "
+                             "shared mount); the default temporary folder exists only on the "
+                             "driver.")
         n_classes = self._n_classes(dataset)
         temp_store = None if self.getStorePath() else tempfile.mkdtemp(prefix="hvd-otto-store-")
         run_store = RunStore(self._store_dir(self.getStorePath() or temp_store))
@@ -142,7 +149,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
         fs = store.HadoopFs(dataset.sparkSession)
         fs.delete(run.data_url)  # left by a killed driver
         try:
-            config = self._stage_data(dataset, run, n_classes, resumed)
+            config = self._stage_data(dataset, run, n_classes, resumed, launcher.rank_cpus())
             check_run_matches(run, config, num_proc)
             log.info("training on %d ranks, run folder %s%s", num_proc, run.url,
                      " (resuming)" if resumed else "")
@@ -170,7 +177,8 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
                              "I/O; use a local or shared (NFS) path, or file://.")
         return local
 
-    def _stage_data(self, dataset, run: RunFolder, n_classes: int, resumed: bool) -> RankConfig:
+    def _stage_data(self, dataset, run: RunFolder, n_classes: int, resumed: bool,
+                    cpu_threads: int) -> RankConfig:
         """Write the train (and validation) split as Petastorm Parquet; the ranks' config."""
         from pyspark.sql import functions as F
 
@@ -205,6 +213,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
             patience=self.getEarlyStoppingPatience(), warmup_epochs=self.getWarmupEpochs(),
             lr_decay_patience=self.getLrDecayPatience(), seed=self.getSeed(),
             use_gpu=self.getUseGpu(), mixed_precision=self.getMixedPrecision(),
-            cache_limit_bytes=self.getCacheLimitMb() * 1024 * 1024, resume=resumed,
+            cache_limit_bytes=self.getCacheLimitMb() * 1024 * 1024, cpu_threads=cpu_threads,
+            resume=resumed,
             fault=FaultSpec.from_env(),
         )

@@ -36,21 +36,55 @@ class Launcher(Protocol):
     def describe(self) -> str:
         """Where the ranks run, for error messages."""
 
+    def rank_cpus(self) -> int:
+        """Cores each rank's task holds: the rank's thread budget."""
+
+
+def rank_task_resources(master: str, conf: dict) -> tuple[int, int]:
+    """(cpus, gpus) each rank's Spark task holds.
+
+    GPUs: one per rank when executors have GPUs (``spark.executor.resource.gpu.amount``), asked
+    for by the Horovod job alone unless the user set ``spark.task.resource.gpu.amount`` for the
+    whole application; none in local mode, where Spark does not schedule GPUs.
+    """
+    cpus = int(conf.get("spark.task.cpus", "1"))
+    if master.startswith("local"):
+        return cpus, 0
+    app_wide = float(conf.get("spark.task.resource.gpu.amount", "0"))
+    executor_gpus = float(conf.get("spark.executor.resource.gpu.amount", "0"))
+    return cpus, (int(app_wide) or 1) if executor_gpus > 0 else 0
+
+
+def needs_stage_profile(master: str, conf: dict) -> bool:
+    """True when the Horovod job must ask for its GPUs itself (no app-wide task GPU amount)."""
+    return (rank_task_resources(master, conf)[1] > 0
+            and float(conf.get("spark.task.resource.gpu.amount", "0")) == 0)
+
 
 class HorovodSparkLauncher:
-    """``horovod.spark.run``: one Spark task per rank, Gloo rendezvous through the driver."""
+    """``horovod.spark.run``: one Spark task per rank, Gloo rendezvous through the driver; on GPU
+    executors the job's tasks each ask for one GPU (``driver.horovod_run``)."""
 
     def __init__(self, sc):
         self.sc = sc
+        self.conf = dict(sc.getConf().getAll())
 
     def launch(self, fn, config, num_proc, start_timeout, verbose):
-        import horovod.spark
+        from .horovod_run import run, task_profile
 
-        return horovod.spark.run(
-            fn, args=(config,), num_proc=num_proc, start_timeout=start_timeout, use_gloo=True,
+        profile = None
+        if needs_stage_profile(self.sc.master, self.conf):
+            profile = task_profile(*rank_task_resources(self.sc.master, self.conf))
+        # The ranks are started on the executors with the executors' Python (Horovod's default
+        # is the driver's sys.executable, a path that need not exist on an executor).
+        return run(
+            fn, (config,), num_proc, profile, start_timeout=start_timeout, use_gloo=True,
             stdout=sys.stdout if verbose else None, stderr=sys.stderr if verbose else None,
-            verbose=0, prefix_output_with_timestamp=False,
+            verbose=0, prefix_output_with_timestamp=False, executable=self.sc.pythonExec,
         )
+
+    def rank_cpus(self) -> int:
+        return rank_task_resources(self.sc.master, self.conf)[0]
 
     def cancel(self) -> None:
         from horovod.spark.driver import job_id
@@ -72,12 +106,12 @@ class HorovodSparkLauncher:
 
 def task_slots(master: str, conf: dict, cpu_count: int, default_parallelism: int,
                executors: int) -> int:
-    """Concurrent Spark task slots: cores (and GPUs, when tasks ask for one) / per task.
+    """Concurrent Horovod rank tasks: cores (and GPUs, when ranks hold one) / per task.
 
     ``conf`` holds the Spark confs as strings; ``executors`` counts registered executors
-    (used only on a cluster whose tasks request GPUs).
+    (used only on a cluster whose ranks hold GPUs).
     """
-    task_cpus = int(conf.get("spark.task.cpus", "1"))
+    task_cpus, task_gpus = rank_task_resources(master, conf)
     match = re.match(r"local\[(\d+|\*)(?:,\d+)?\]$", master)
     if master == "local":
         cores = 1
@@ -86,9 +120,8 @@ def task_slots(master: str, conf: dict, cpu_count: int, default_parallelism: int
     else:
         cores = default_parallelism
     slots = cores // task_cpus
-    task_gpus = float(conf.get("spark.task.resource.gpu.amount", "0"))
-    executor_gpus = float(conf.get("spark.executor.resource.gpu.amount", "0"))
-    if task_gpus > 0 and executor_gpus > 0 and not master.startswith("local"):
+    if task_gpus > 0:
+        executor_gpus = float(conf.get("spark.executor.resource.gpu.amount", "0"))
         slots = min(slots, executors * int(executor_gpus // task_gpus))
     return slots
 

@@ -130,6 +130,7 @@ def summarise(results: list[dict], config: RankConfig, num_proc: int, attempts: 
         "launch_seconds": first_batch - fit_started,
         "fit_seconds": now - fit_started,
         "devices": [r["device"] for r in results],
+        "cpu_threads": [r.get("cpu_threads") for r in results],
         "allreduce": sorted({r["allreduce"] for r in results}),
         "shard_rows": [r["shard_rows"] for r in results],
         "rank_digests": [r["digest"] for r in results],

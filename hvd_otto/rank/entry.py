@@ -57,7 +57,8 @@ def _train(config: RankConfig) -> dict:
                       validation_data=val["dataset"] if val else None,
                       validation_steps=val["steps"] if val else None,
                       callbacks=callbacks, verbose=0)
-    return _result(model, state, rank, choice, backend, train["rows"], resumed_after)
+    return _result(model, state, rank, choice, backend, train["rows"], resumed_after,
+                   config.cpu_threads)
 
 
 def _join_and_pin(config: RankConfig, run: RunFolder):
@@ -79,12 +80,12 @@ def _join_and_pin(config: RankConfig, run: RunFolder):
         addresses = list(get_available_devices())
     except Exception:  # not inside a Spark task (e.g. plain horovodrun)
         addresses = []
-    cpu_threads = max(1, (os.cpu_count() or 1) // max(1, hvd.local_size()))
-    choice = pin_device(addresses, local_rank, config.use_gpu, cpu_threads,
+    # The task's cores, not the host's: ranks and other tasks share a node.
+    choice = pin_device(addresses, local_rank, config.use_gpu, config.cpu_threads,
                         config.mixed_precision)
     backend = allreduce_backend(hvd.nccl_built(), hvd.gloo_built(), choice.kind == "gpu")
-    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}; allreduce via {backend}",
-          flush=True)
+    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}, {config.cpu_threads} CPU "
+          f"thread(s); allreduce via {backend}", flush=True)
     return rank, size, choice, backend
 
 
@@ -135,7 +136,7 @@ def _training_state(config: RankConfig, run: RunFolder, rank: int, size: int, mo
 
 
 def _result(model, state, rank: int, choice, backend: str, shard_rows: int,
-            resumed_after: int | None) -> dict:
+            resumed_after: int | None, cpu_threads: int) -> dict:
     """Best weights, per-rank facts for the driver, and (rank 0) the model's bytes."""
     from ..common.keras_model import model_to_bytes
     from .callbacks import weights_digest
@@ -144,6 +145,7 @@ def _result(model, state, rank: int, choice, backend: str, shard_rows: int,
         model.set_weights(state.best_weights)
     _average_non_trainable(model)
     result = {"rank": rank, "digest": weights_digest(model), "device": str(choice),
+              "cpu_threads": cpu_threads,
               "allreduce": backend, "first_batch_time": state.first_batch_time,
               "shard_rows": shard_rows, "resumed_after": resumed_after}
     if rank == 0:

@@ -1,9 +1,16 @@
-"""spark-submit against a real loopback standalone cluster whose Workers report fake GPUs.
+"""spark-submit against a loopback standalone cluster that shares nothing with the driver.
 
-A Master and 2 Workers (1 core each) are started with pyspark's own ``bin/spark-class``; each
-Worker's discovery script reports a different GPU address, so each Horovod rank is a Spark
-task holding a distinct ``gpu`` address. TensorFlow sees no GPU here, so each rank must log the
-address it was given and fall back to the CPU with that reason.
+As on a real cluster, the Master and 2 Workers (2 cores and 1 fake GPU each) run as another
+Unix user, from their own working folders, with the project installed from its built wheel
+into a venv at another path (its own pyspark, TensorFlow and Horovod); they cannot read the
+driver's checkout or its venv. The only folder both sides use is the store (standing in for
+NFS), which holds the input CSVs, the outputs and the run folders. Each Worker finds its GPU
+with the packaged ``gpu_discovery.sh`` and a fake ``nvidia-smi``.
+
+What is checked, from Spark's own event log and the job's outputs: the user's
+``spark-submit --conf`` values win; ETL stages run 4 tasks at once (no GPU per task); the
+Horovod stage runs 2 tasks that each hold one GPU (a stage resource profile) with distinct
+addresses; ranks start with the executors' Python and use the task's cores.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,20 +27,18 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+WORKER_USER = "hvdotto-worker"
+HOROVOD_ENV = {"HOROVOD_WITH_TENSORFLOW": "1", "HOROVOD_WITH_GLOO": "1",
+               "HOROVOD_WITHOUT_MPI": "1", "HOROVOD_WITHOUT_PYTORCH": "1",
+               "HOROVOD_WITHOUT_MXNET": "1"}
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _spark_home() -> str:
-    import pyspark
-
-    return os.path.dirname(pyspark.__file__)
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -43,62 +50,159 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A loopback Master + 2 Workers with fake GPUs; always stopped at the end."""
-    base = tmp_path_factory.mktemp("cluster")
-    home = _spark_home()
-    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": str(base / "logs"),
-           "SPARK_WORKER_DIR": str(base / "work")}
-    port = _free_port()
-    master_url = f"spark://127.0.0.1:{port}"
-    procs = []
-    logs = []
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"the share-nothing cluster cannot be set up: {reason}")
+    pytest.skip(reason)
 
-    def start(args, name, extra_env=None):
-        log = open(base / f"{name}.log", "w")
-        logs.append(log)
-        procs.append(subprocess.Popen([os.path.join(home, "bin", "spark-class"), *args],
-                                      env={**env, **(extra_env or {})}, stdout=log,
-                                      stderr=subprocess.STDOUT))
 
+def _other_python() -> str:
+    """A Python 3.11 that another Unix user can run (not the driver's venv or pyenv)."""
+    for candidate in ("/usr/bin/python3.11", "/usr/local/bin/python3.11"):
+        if os.path.exists(candidate) and os.access(candidate, os.X_OK) and \
+                os.stat(candidate).st_mode & 0o001:
+            return candidate
+    _unavailable("no Python 3.11 readable by other users (e.g. /usr/bin/python3.11)")
+
+
+def _run(command, **kwargs):
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, (command, result.stdout[-2000:] + result.stderr[-3000:])
+    return result
+
+
+def _worker_venv(base: Path) -> Path:
+    """The project's wheel and the stack in a venv at another path, Horovod built for it."""
+    dist = base / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+          "-w", str(dist), str(ROOT)], timeout=300)
+    (wheel,) = dist.glob("hvd_otto-*.whl")
+    venv = base / "venv"
+    _run([_other_python(), "-m", "venv", str(venv)], timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    _run([*pip, f"{wheel}[cpu]", "cmake<4", "packaging", "psutil", "pyyaml", "cloudpickle"],
+         timeout=900)
+    _run([*pip, "--no-build-isolation", "horovod==0.28.1"], timeout=900,
+         env={**os.environ, **HOROVOD_ENV, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"})
+    return venv
+
+
+def _ensure_worker_user() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        _unavailable("creating the Workers' Unix user needs root")
     try:
-        start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
-               str(port), "--webui-port", str(_free_port())], "master")
-        _wait_for(lambda: "Starting Spark master" in (base / "master.log").read_text()
-                  and "I have been elected leader" in (base / "master.log").read_text(),
-                  60, "the Master")
+        return pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+              WORKER_USER])
+        return pwd.getpwnam(WORKER_USER)
+
+
+class ShareNothingCluster:
+    """A Master and 2 Workers run as WORKER_USER from the wheel's venv; stopped by ``stop``."""
+
+    def __init__(self, base: Path, venv: Path, user: pwd.struct_passwd):
+        self.base, self.venv, self.user = base, venv, user
+        self.spark_home = Path(glob.glob(str(venv / "lib" / "python3*" / "site-packages"
+                                             / "pyspark"))[0])
+        self.procs: list[subprocess.Popen] = []
+        self.master_url = ""
+
+    @property
+    def python(self) -> str:
+        return str(self.venv / "bin" / "python")
+
+    def _folder(self, name: str) -> Path:
+        folder = self.base / name
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, self.user.pw_uid, self.user.pw_gid)
+        return folder
+
+    def _start(self, name: str, args: list[str], extra_path: str = "", opts: str = "") -> None:
+        home = self._folder(f"home-{name}")
+        env = {"HOME": str(home), "SPARK_HOME": str(self.spark_home),
+               "PATH": f"{extra_path}{self.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+               "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(self._folder("logs")),
+               "SPARK_WORKER_DIR": str(self._folder(f"work-{name}")), "SPARK_WORKER_OPTS": opts,
+               "PYSPARK_PYTHON": self.python, "LANG": "C.UTF-8"}
+        log = open(self.base / f"{name}.log", "w")
+        self.procs.append(subprocess.Popen(
+            [str(self.spark_home / "bin" / "spark-class"), *args], cwd=home, env=env,
+            stdout=log, stderr=subprocess.STDOUT, user=self.user.pw_uid,
+            group=self.user.pw_gid, extra_groups=[]))
+        log.close()
+
+    def start(self) -> None:
+        port = _free_port()
+        self.master_url = f"spark://127.0.0.1:{port}"
+        self._start("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                               "--port", str(port), "--webui-port", str(_free_port())])
+        log = self.base / "master.log"
+        _wait_for(lambda: "I have been elected leader" in log.read_text(), 90, "the Master")
+        script = glob.glob(str(self.venv / "lib" / "python3*" / "site-packages" / "hvd_otto"
+                               / "app" / "gpu_discovery.sh"))[0]
         for address in ("0", "1"):
-            script = base / f"gpu_{address}.sh"
-            script.write_text(f'#!/bin/sh\necho \'{{"name":"gpu","addresses":["{address}"]}}\'\n')
-            script.chmod(0o755)
-            opts = (f"-Dspark.worker.resource.gpu.amount=1 "
-                    f"-Dspark.worker.resource.gpu.discoveryScript={script}")
-            start(["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                   "--cores", "1", "--memory", "3g", "--webui-port", str(_free_port()),
-                   master_url], f"worker{address}", {"SPARK_WORKER_OPTS": opts})
-        _wait_for(lambda: (base / "master.log").read_text().count("Registering worker") >= 2,
-                  60, "2 Workers to register")
-        yield master_url
-    finally:
-        for proc in procs:
+            fake = self._folder(f"fake-nvidia-{address}")
+            smi = fake / "nvidia-smi"
+            smi.write_text(f"#!/bin/sh\necho {address}\n")
+            smi.chmod(0o755)
+            self._start(f"worker{address}",
+                        ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                         "--cores", "2", "--memory", "3g", "--webui-port", str(_free_port()),
+                         self.master_url], extra_path=f"{fake}:",
+                        opts=f"-Dspark.worker.resource.gpu.amount=1 "
+                             f"-Dspark.worker.resource.gpu.discoveryScript={script}")
+        _wait_for(lambda: log.read_text().count("Registering worker") >= 2, 90,
+                  "2 Workers to register")
+
+    def stop(self) -> None:
+        for proc in self.procs:
             proc.terminate()
-        for proc in procs:
+        for proc in self.procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for log in logs:
-            log.close()
 
 
 @pytest.fixture(scope="module")
-def csvs(tmp_path_factory):
-    """A small Otto-shaped labelled CSV, a labelled slice and an unlabelled test CSV."""
+def cluster():
+    """Build the Workers' side, hide the driver's checkout from it, start the cluster."""
+    user = _ensure_worker_user()
+    base = Path(f"/var/tmp/hvd-otto-cluster-{os.getpid()}")
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(mode=0o755, parents=True)
+    store = base / "store"
+    store.mkdir()
+    store.chmod(0o1777)  # the shared folder, writable by driver and Workers alike
+    mode = ROOT.stat().st_mode
+    started = time.monotonic()
+    node = None
+    try:
+        venv = _worker_venv(base)
+        ROOT.chmod(mode & ~0o007)  # the Workers' user cannot read the driver's checkout
+        probe = subprocess.run(["ls", str(ROOT)], user=user.pw_uid, capture_output=True)
+        assert probe.returncode != 0, "the Workers could read the driver's checkout"
+        node = ShareNothingCluster(base, venv, user)
+        node.start()
+        node.setup_seconds = time.monotonic() - started
+        node.store = store
+        yield node
+    finally:
+        if node:
+            node.stop()
+        ROOT.chmod(mode)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def csvs(cluster):
+    """A small Otto-shaped labelled CSV, a labelled slice and an unlabelled test CSV, in the
+    store (executors read inputs from shared storage, as from HDFS or NFS)."""
     from hvd_otto.data import synthetic
 
-    base = tmp_path_factory.mktemp("cluster_data")
+    base = cluster.store / "inputs"
+    base.mkdir()
     frame = synthetic.generate(rows=2000, seed=3, n_features=12)
     frame.to_csv(base / "train.csv", index=False)
     frame.head(300).to_csv(base / "labelled.csv", index=False)
@@ -106,28 +210,78 @@ def csvs(tmp_path_factory):
     return base
 
 
-def spark_submit(master: str, job: str, *args: str, confs: dict | None = None):
-    """Run ``spark-submit jobs/<job>.py ARGS`` against the cluster; return the finished process."""
-    env = {**os.environ, "SPARK_HOME": _spark_home(), "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    settings = {"spark.executor.cores": "1", "spark.executor.memory": "1g",
-                "spark.pyspark.python": sys.executable, "spark.ui.enabled": "false",
-                **(confs or {})}
-    command = [os.path.join(_spark_home(), "bin", "spark-submit"), "--master", master]
+def spark_submit(cluster, job: str, *args: str, confs: dict | None = None, check: bool = True):
+    """``spark-submit jobs/<job>.py ARGS`` from the driver's venv; executors run the Workers'
+    Python. The driver creates shared folders the executors' user writes into (umask 0)."""
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    for key in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_HOME"):
+        env.pop(key, None)
+    settings = {"spark.executor.cores": "2", "spark.executor.memory": "1500m",
+                "spark.pyspark.python": cluster.python,
+                "spark.pyspark.driver.python": sys.executable,
+                "spark.hadoop.fs.permissions.umask-mode": "000", **(confs or {})}
+    command = [str(Path(sys.executable).parent / "spark-submit"), "--master",
+               cluster.master_url]
     for key, value in settings.items():
         command += ["--conf", f"{key}={value}"]
     command += [str(ROOT / "jobs" / f"{job}.py"), *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (job, result.stdout[-3000:] + result.stderr[-3000:])
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900,
+                            preexec_fn=lambda: os.umask(0))
+    if check:
+        assert result.returncode == 0, (job, result.stdout[-3000:] + result.stderr[-5000:])
     return result
 
 
-def test_spark_submit_pipeline_on_two_executors_with_fake_gpus(cluster, csvs, tmp_path):
-    out = tmp_path / "out"
+def read_event_log(folder: Path) -> list[dict]:
+    (path,) = [p for p in folder.iterdir() if not p.name.endswith(".inprogress")]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stage_concurrency(events: list[dict]) -> dict[int, tuple[int, int]]:
+    """Per stage: (tasks, most tasks running at the same moment), from TaskEnd events."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for event in events:
+        if event["Event"] == "SparkListenerTaskEnd":
+            info = event["Task Info"]
+            spans.setdefault(event["Stage ID"], []).append((info["Launch Time"],
+                                                            info["Finish Time"]))
+    result = {}
+    for stage, intervals in spans.items():
+        points = sorted([(start, 1) for start, _ in intervals] +
+                        [(end, -1) for _, end in intervals], key=lambda p: (p[0], p[1]))
+        running = peak = 0
+        for _, step in points:
+            running += step
+            peak = max(peak, running)
+        result[stage] = (len(intervals), peak)
+    return result
+
+
+def horovod_stages(events: list[dict]) -> set[int]:
+    """Stages of the jobs horovod.spark.run started (its job group)."""
+    stages = set()
+    for event in events:
+        if event["Event"] == "SparkListenerJobStart":
+            group = (event.get("Properties") or {}).get("spark.jobGroup.id", "")
+            if group.startswith("horovod.spark.run"):
+                stages.update(event["Stage IDs"])
+    return stages
+
+
+def test_pipeline_job_on_a_share_nothing_cluster(cluster, csvs, tmp_path):
+    events, out = cluster.store / "events", cluster.store / "out"
+    events.mkdir()
+    started = time.monotonic()
     result = spark_submit(
         cluster, "pipeline", "--train", str(csvs / "train.csv"), "--test",
         str(csvs / "test.csv"), "--out", str(out), "--num-proc", "2", "--epochs", "2",
-        "--executor-gpus", "1")
+        "--executor-gpus", "1", "--store", str(cluster.store / "runs"),
+        confs={"spark.sql.shuffle.partitions": "16", "spark.ui.enabled": "true",
+               "spark.ui.port": str(_free_port()), "spark.eventLog.enabled": "true",
+               "spark.eventLog.dir": f"file://{events}"})
+    job_seconds = time.monotonic() - started
+    print(f"share-nothing cluster: set-up {cluster.setup_seconds:.0f} s, pipeline job "
+          f"{job_seconds:.0f} s")
     assert "epoch 2/2" in result.stdout  # progress reached the driver from the executors
     assert (out / "_SUCCESS").exists() and (out / "model" / "_SUCCESS").exists()
     summary = json.loads((out / "summary.json").read_text())
@@ -141,10 +295,35 @@ def test_spark_submit_pipeline_on_two_executors_with_fake_gpus(cluster, csvs, tm
     metadata = json.loads(Path(glob.glob(str(out / "model" / "stages" / "*HorovodKerasModel*"
                                                / "metadata" / "part-*"))[0]).read_text())
     assert len(set(metadata["summary"]["rank_digests"])) == 1
+    assert metadata["summary"]["cpu_threads"] == [1, 1]  # spark.task.cpus, not the host's
+
+    log = read_event_log(events)
+    (environment,) = [e for e in log if e["Event"] == "SparkListenerEnvironmentUpdate"]
+    props = environment["Spark Properties"]
+    assert props["spark.sql.shuffle.partitions"] == "16"  # the user's, not the library's 8
+    assert props["spark.ui.enabled"] == "true"
+    assert "spark.task.resource.gpu.amount" not in props
+    concurrency = stage_concurrency(log)
+    training = horovod_stages(log)
+    assert training and all(concurrency[s] == (2, 2) for s in training if s in concurrency)
+    etl_peak = max(peak for stage, (_, peak) in concurrency.items() if stage not in training)
+    assert etl_peak == 4, concurrency  # 2 Workers × 2 cores, no GPU asked per ETL task
+    profiles = {e["Stage Info"]["Stage ID"]: e["Stage Info"].get("Resource Profile Id", 0)
+                for e in log if e["Event"] == "SparkListenerStageSubmitted"}
+    assert all(profiles[s] != 0 for s in training) and \
+        all(p == 0 for s, p in profiles.items() if s not in training)
 
 
-def test_spark_submit_of_each_job(cluster, csvs, tmp_path):
-    data, model = tmp_path / "data", tmp_path / "model"
+def test_doctor_reports_the_executors_stack(cluster):
+    result = spark_submit(cluster, "doctor")
+    assert f"{cluster.python} (Python 3.11" in result.stdout
+    assert "same stack as the driver" in result.stdout
+    assert "horovod 0.28.1 (tensorflow: yes, gloo: yes" in result.stdout
+
+
+def test_spark_submit_of_each_job(cluster, csvs):
+    work = cluster.store / "jobs"
+    data, model = work / "data", work / "model"
     spark_submit(cluster, "prepare", "--train", str(csvs / "train.csv"), "--out", str(data),
                  "--row-groups", "4")
     assert (data / "_SUCCESS").exists()
@@ -152,10 +331,10 @@ def test_spark_submit_of_each_job(cluster, csvs, tmp_path):
                           "--num-proc", "2", "--epochs", "1")
     assert "epoch 1/1" in result.stdout and (model / "_SUCCESS").exists()
     result = spark_submit(cluster, "evaluate", "--test", str(csvs / "labelled.csv"),
-                          "--model", str(model), "--out", str(tmp_path / "evaluation"))
+                          "--model", str(model), "--out", str(work / "evaluation"))
     assert "rows 300" in result.stdout
-    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["rows"] == 300
+    assert json.loads((work / "evaluation" / "metrics.json").read_text())["rows"] == 300
     spark_submit(cluster, "predict", "--test", str(csvs / "test.csv"), "--model", str(model),
-                 "--out", str(tmp_path / "submission.csv"))
-    lines = (tmp_path / "submission.csv").read_text().splitlines()
+                 "--out", str(work / "submission.csv"))
+    lines = (work / "submission.csv").read_text().splitlines()
     assert len(lines) == 201 and lines[0].startswith("id,Class_1,")

@@ -56,15 +56,31 @@ def test_allreduce_backend_follows_the_device_and_the_build():
     assert allreduce_backend(nccl_built=False, gloo_built=False, on_gpu=False) == "MPI"
 
 
-def test_spark_gpu_conf_gives_each_task_one_gpu():
+PACKAGED = "/venv/site-packages/hvd_otto/app/gpu_discovery.sh"
+
+
+@pytest.mark.parametrize("master, user_script, expected", [
+    ("spark://h:7077", None, {}),  # Workers discover GPUs; executors get their addresses
+    ("spark://h:7077", "/opt/gpu.sh", {"spark.executor.resource.gpu.discoveryScript":
+                                       "/opt/gpu.sh"}),
+    ("yarn", None, {"spark.files": PACKAGED,  # shipped into each container's working folder
+                    "spark.executor.resource.gpu.discoveryScript": "./gpu_discovery.sh"}),
+    ("k8s://https://api:6443", None, {"spark.executor.resource.gpu.vendor": "nvidia.com",
+                                      "spark.executor.resource.gpu.discoveryScript": PACKAGED}),
+])
+def test_gpu_conf_follows_the_cluster_manager(master, user_script, expected):
     from hvd_otto.common.devices import spark_gpu_conf
 
-    assert spark_gpu_conf(0, "/x/gpu_discovery.sh") == {}
-    assert spark_gpu_conf(4, "/x/gpu_discovery.sh") == {
-        "spark.executor.resource.gpu.amount": "4",
-        "spark.task.resource.gpu.amount": "1",
-        "spark.executor.resource.gpu.discoveryScript": "/x/gpu_discovery.sh",
-    }
-    assert "spark.executor.resource.gpu.discoveryScript" not in spark_gpu_conf(1, None)
+    conf = spark_gpu_conf(4, master, PACKAGED, user_script)
+    assert conf == {"spark.executor.resource.gpu.amount": "4", **expected}
+
+
+def test_gpu_conf_never_asks_every_task_for_a_gpu():
+    """ETL stages must run on all cores: only the Horovod job asks for GPUs (a stage profile)."""
+    from hvd_otto.common.devices import spark_gpu_conf
+
+    for master in ("spark://h:7077", "yarn", "k8s://x", "local[2]"):
+        assert "spark.task.resource.gpu.amount" not in spark_gpu_conf(2, master, PACKAGED)
+    assert spark_gpu_conf(0, "yarn", PACKAGED) == {}
     with pytest.raises(ValueError):
-        spark_gpu_conf(-1, None)
+        spark_gpu_conf(-1, "yarn", PACKAGED)

@@ -13,7 +13,7 @@ JOBS = ROOT / "jobs"
 DISCOVERY = ROOT / "hvd_otto" / "app" / "gpu_discovery.sh"
 
 
-@pytest.mark.parametrize("job", ["prepare", "train", "evaluate", "predict", "pipeline"])
+@pytest.mark.parametrize("job", ["prepare", "train", "evaluate", "predict", "pipeline", "doctor"])
 def test_job_scripts_show_help(job):
     out = subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--help"],
                          capture_output=True, text=True, timeout=120)

@@ -58,3 +58,26 @@ def test_a_cluster_gives_up_after_min_of_timeout_and_30_s(timeout, waited):
     with pytest.raises(InputError, match="lower numProc or add executors"):
         wait_for_task_slots(lambda: 1, 2, timeout, False, "spark://h", clock, clock.sleep)
     assert clock.now == waited
+
+
+EXECUTOR_GPU = {"spark.executor.resource.gpu.amount": "1"}
+
+
+@pytest.mark.parametrize("master, conf, resources, profile", [
+    ("local[2]", EXECUTOR_GPU, (1, 0), False),  # local mode schedules no GPUs
+    ("spark://h:7077", {}, (1, 0), False),
+    ("spark://h:7077", EXECUTOR_GPU, (1, 1), True),  # only the Horovod job asks for a GPU
+    ("spark://h:7077", {**EXECUTOR_GPU, "spark.task.cpus": "4"}, (4, 1), True),
+    ("yarn", GPU, (1, 1), False),  # the user asked every task for a GPU: already scheduled
+])
+def test_rank_task_resources_and_when_the_horovod_job_needs_a_profile(master, conf, resources,
+                                                                      profile):
+    from hvd_otto.driver.launcher import needs_stage_profile, rank_task_resources
+
+    assert rank_task_resources(master, conf) == resources
+    assert needs_stage_profile(master, conf) is profile
+
+
+def test_gpu_ranks_are_limited_by_executor_gpus_without_an_app_wide_task_amount():
+    # 2 executors × 2 cores × 1 GPU: ETL has 4 slots, ranks 2.
+    assert task_slots("spark://h:7077", EXECUTOR_GPU, 2, 4, 2) == 2

@@ -1,0 +1,68 @@
+"""The assumptions that let the Horovod job carry a resource profile, checked in Horovod's source."""
+
+import inspect
+import re
+
+import pytest
+
+runner = pytest.importorskip("horovod.spark.runner")
+
+
+def test_pinned_horovod_builds_its_job_where_we_hook_in():
+    import horovod
+
+    assert horovod.__version__ == "0.28.1", "re-check hvd_otto/driver/horovod_run.py"
+    run_source = inspect.getsource(runner.run)
+    assert "_make_spark_thread(spark_context," in run_source
+    assert "spark_context.cancelJobGroup" in run_source  # cancelling keeps the real context
+
+
+def test_the_spark_thread_uses_only_set_job_group_and_range_of_the_context():
+    source = inspect.getsource(runner._make_spark_thread)
+    used = set(re.findall(r"spark_context\.(\w+)", source))
+    assert used == {"setJobGroup", "range"}
+
+
+def test_profiled_context_adds_the_profile_to_range_and_delegates_the_rest():
+    from hvd_otto.driver.horovod_run import ProfiledContext
+
+    calls = []
+
+    class FakeRdd:
+        def withResources(self, profile):
+            calls.append(("withResources", profile))
+            return self
+
+    class FakeContext:
+        master = "spark://h:7077"
+
+        def range(self, start, numSlices):
+            calls.append(("range", start, numSlices))
+            return FakeRdd()
+
+        def setJobGroup(self, group, description, interruptOnCancel):
+            calls.append(("setJobGroup", group))
+
+    context = ProfiledContext(FakeContext(), "PROFILE")
+    context.setJobGroup("g", "d", interruptOnCancel=True)
+    context.range(0, numSlices=2)
+    assert calls == [("setJobGroup", "g"), ("range", 0, 2), ("withResources", "PROFILE")]
+    assert context.master == "spark://h:7077"
+
+
+def test_run_restores_horovods_function_even_when_the_run_fails(monkeypatch):
+    import horovod.spark
+
+    from hvd_otto.driver import horovod_run
+
+    original = runner._make_spark_thread
+    seen = []
+
+    def failing_run(fn, args, num_proc, **kwargs):
+        seen.append(runner._make_spark_thread is not original)
+        raise RuntimeError("rank failed")
+
+    monkeypatch.setattr(horovod.spark, "run", failing_run)
+    with pytest.raises(RuntimeError):
+        horovod_run.run(print, (), 2, profile="PROFILE")
+    assert seen == [True] and runner._make_spark_thread is original
