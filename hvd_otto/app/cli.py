@@ -17,11 +17,12 @@ def _add_spark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--master", default=None,
                    help="Spark master when not run by spark-submit (default local[*])")
     p.add_argument("--executor-gpus", type=int, default=0,
-                   help="GPUs per executor; each rank and scoring task then holds one "
-                        "(sets spark.executor/task.resource.gpu.amount; default 0: CPU)")
+                   help="GPUs per executor (spark.executor.resource.gpu.amount); each Horovod "
+                        "rank's task then holds one, ETL tasks none (default 0: CPU)")
     p.add_argument("--gpu-discovery-script", default=None,
-                   help="Spark GPU discovery script on the executors' hosts (default: "
-                        "gpu_discovery.sh inside the installed hvd_otto package)")
+                   help="GPU discovery script on the executors' hosts (default: the package's "
+                        "gpu_discovery.sh, shipped with spark.files on YARN; standalone Workers "
+                        "discover GPUs themselves)")
 
 
 def _add_csv_role_args(p: argparse.ArgumentParser, label: bool = True) -> None:

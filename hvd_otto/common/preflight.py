@@ -62,14 +62,16 @@ def local_report(modules: tuple[str, ...]) -> dict:
 
 
 def problems(driver: dict, worker: dict) -> list[str]:
-    """What differs between a worker's report and the driver's: missing or other versions."""
+    """What differs between a worker's report and the driver's: missing or other versions
+    (a module importable without package metadata, e.g. from a source tree, is not compared)."""
     found = []
     missing = [m for m, v in worker["modules"].items() if v is None]
     if missing:
         found.append(f"lacks {', '.join(missing)}")
     for name, version in worker["modules"].items():
         expected = driver["modules"].get(name)
-        if version is not None and expected is not None and version != expected:
+        if None not in (version, expected) and "unknown" not in (version, expected) \
+                and version != expected:
             found.append(f"has {name} {version} where the driver has {expected}")
     return found
 
