@@ -58,7 +58,7 @@ def _train(config: RankConfig) -> dict:
                       validation_steps=val["steps"] if val else None,
                       callbacks=callbacks, verbose=0)
     return _result(model, state, rank, choice, backend, train["rows"], resumed_after,
-                   config.cpu_threads)
+                   tf_threads())
 
 
 def _join_and_pin(config: RankConfig, run: RunFolder):
@@ -84,9 +84,17 @@ def _join_and_pin(config: RankConfig, run: RunFolder):
     choice = pin_device(addresses, local_rank, config.use_gpu, config.cpu_threads,
                         config.mixed_precision)
     backend = allreduce_backend(hvd.nccl_built(), hvd.gloo_built(), choice.kind == "gpu")
-    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}, {config.cpu_threads} CPU "
+    threads = tf_threads()
+    print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}, {threads} CPU "
           f"thread(s); allreduce via {backend}", flush=True)
     return rank, size, choice, backend
+
+
+def tf_threads() -> int:
+    """TensorFlow's intra-op thread count as configured now (0: TensorFlow's own default)."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads()
 
 
 def _datasets(config: RankConfig, rank: int, size: int) -> dict:

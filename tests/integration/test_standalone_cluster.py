@@ -346,8 +346,14 @@ def test_spark_submit_of_each_job(cluster, csvs):
     assert refused.returncode == 2 and "storePath (--store) must be set on a cluster" in \
         refused.stdout + refused.stderr  # a driver-local temporary store cannot be shared
     result = spark_submit(cluster, "train", "--data", str(data), "--model", str(model),
-                          "--num-proc", "2", "--epochs", "1", "--store", str(work / "runs"))
+                          "--num-proc", "2", "--epochs", "1", "--store", str(work / "runs"),
+                          confs={"spark.task.cpus": "2"})
     assert "epoch 1/1" in result.stdout and (model / "_SUCCESS").exists()
+    # Each rank's task holds 2 cores; both ranks share this host, whose 2 cores a per-host
+    # split (cpu_count / local ranks) would halve.
+    metadata = json.loads(Path(glob.glob(str(model / "stages" / "*HorovodKerasModel*"
+                                             / "metadata" / "part-*"))[0]).read_text())
+    assert metadata["summary"]["cpu_threads"] == [2, 2]
     result = spark_submit(cluster, "evaluate", "--test", str(csvs / "labelled.csv"),
                           "--model", str(model), "--out", str(work / "evaluation"))
     assert "rows 300" in result.stdout
