@@ -26,6 +26,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -375,7 +376,13 @@ def main(argv=None) -> int:
         args.epochs = 6 if args.what == "retry" else 20
     bench = {"ingest": bench_ingest, "train": bench_train, "memory": bench_memory,
              "retry": bench_retry}[args.what]
-    figures = bench(args)
+    scratch = tempfile.mkdtemp(prefix="hvd-otto-bench-")
+    tempfile.tempdir = scratch  # every temporary folder of this run lives here, removed after
+    try:
+        figures = bench(args)
+    finally:
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
         existing = json.load(open(args.out)) if os.path.exists(args.out) else {}
         existing[args.what] = figures
