@@ -13,10 +13,51 @@ from . import commands
 log = logging.getLogger("hvd_otto")
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (the error names the option)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return convert
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+POSITIVE, NON_NEGATIVE = _at_least(1), _at_least(0)
+#: The labelled splits of a prepared folder (``test`` has no labels to evaluate against).
+EVALUATE_SPLITS = ("train", "validation")
+
+
 def _add_spark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--master", default=None,
                    help="Spark master when not run by spark-submit (default local[*])")
-    p.add_argument("--executor-gpus", type=int, default=0,
+    p.add_argument("--executor-gpus", type=NON_NEGATIVE, default=0,
                    help="GPUs per executor (spark.executor.resource.gpu.amount); each Horovod "
                         "rank's task then holds one, ETL tasks none (default 0: CPU)")
     p.add_argument("--gpu-discovery-script", default=None,
@@ -52,14 +93,14 @@ def _add_overwrite_arg(p: argparse.ArgumentParser, what: str = "an existing outp
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """Training options; every default is the Estimator's (``common.defaults``)."""
-    p.add_argument("--num-proc", type=int, default=default("numProc"),
+    p.add_argument("--num-proc", type=POSITIVE, default=default("numProc"),
                    help=f"Horovod ranks (default {default('numProc')})")
-    p.add_argument("--epochs", type=int, default=default("epochs"),
+    p.add_argument("--epochs", type=POSITIVE, default=default("epochs"),
                    help=f"maximum epochs (default {default('epochs')}; early stopping usually "
                         "ends sooner)")
-    p.add_argument("--batch-size", type=int, default=default("batchSize"),
+    p.add_argument("--batch-size", type=POSITIVE, default=default("batchSize"),
                    help=f"batch size per rank (default {default('batchSize')})")
-    p.add_argument("--learning-rate", type=float, default=default("learningRate"),
+    p.add_argument("--learning-rate", type=_positive_float, default=default("learningRate"),
                    help=f"learning rate of one rank, scaled by --num-proc "
                         f"(default {default('learningRate')})")
     p.add_argument("--optimizer", default=default("optimizer"),
@@ -74,7 +115,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the latest unfinished run in --store from its last epoch "
                         "checkpoint (after a killed driver or a failed run)")
-    p.add_argument("--max-retries", type=int, default=default("maxRetries"),
+    p.add_argument("--max-retries", type=NON_NEGATIVE, default=default("maxRetries"),
                    help="retries of a failed Horovod run, each from the last checkpoint "
                         f"(default {default('maxRetries')})")
 
@@ -88,18 +129,18 @@ def _add_prepare(sub) -> None:
     src.add_argument("--train", help="training CSV (.csv, .csv.gz, local .zip; path or URL)")
     src.add_argument("--synthetic", action="store_true",
                      help="use the embedded Otto-shaped synthetic data instead of a file")
-    p.add_argument("--rows", type=int, default=None,
+    p.add_argument("--rows", type=POSITIVE, default=None,
                    help="rows of synthetic data (default 61,878, Otto's size)")
     p.add_argument("--test", help="optional unlabelled CSV to transform with the same model")
     p.add_argument("--out", required=True, help="output folder (path, file://, hdfs://, s3a://)")
     _add_csv_role_args(p)
     _add_bad_rows_arg(p, "rejected/")
-    p.add_argument("--validation", type=float, default=0.2,
+    p.add_argument("--validation", type=_fraction, default=0.2,
                    help="stratified validation fraction (default 0.2)")
     _add_transform_arg(p)
     p.add_argument("--seed", type=int, default=default("seed"),
                    help="seed of the split and synthetic data")
-    p.add_argument("--row-groups", type=int, default=DEFAULT_ROW_GROUPS,
+    p.add_argument("--row-groups", type=POSITIVE, default=DEFAULT_ROW_GROUPS,
                    help=f"Parquet row groups per split (default {DEFAULT_ROW_GROUPS}:"
                         " balanced shards for 1, 2, 3, 4, 6, 8, 12 or 24 ranks)")
     _add_overwrite_arg(p)
@@ -130,7 +171,8 @@ def _add_evaluate(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--test", help="labelled CSV (same columns as the training file)")
     src.add_argument("--data", help="folder written by 'hvd-otto prepare' (with --split)")
-    p.add_argument("--split", default="validation", help="split of --data (default validation)")
+    p.add_argument("--split", choices=EVALUATE_SPLITS, default="validation",
+                   help="labelled split of --data (default validation)")
     p.add_argument("--model", required=True, help="a saved model folder")
     p.add_argument("--out", default=None, help="folder for metrics.json, confusion_matrix.png "
                    "and learning_curve.png")
@@ -163,7 +205,7 @@ def _add_pipeline(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (path, file://, hdfs://)")
     _add_csv_role_args(p)
     _add_bad_rows_arg(p, "OUT/rejected/")
-    p.add_argument("--holdout", type=float, default=0.2,
+    p.add_argument("--holdout", type=_fraction, default=0.2,
                    help="stratified holdout fraction for the evaluation (default 0.2; 0: none)")
     _add_transform_arg(p)
     p.add_argument("--seed", type=int, default=default("seed"), help="seed of the holdout split")
@@ -179,11 +221,11 @@ def _add_demo(sub) -> None:
                                    "2 ranks, holdout figures, a saved model, a submission.")
     p.add_argument("--out", default=None, help="output folder (default ./hvd-otto-demo; an "
                    "earlier demo's output there is replaced)")
-    p.add_argument("--rows", type=int, default=None, help="synthetic rows (default 61,878)")
+    p.add_argument("--rows", type=POSITIVE, default=None, help="synthetic rows (default 61,878)")
     p.add_argument("--seed", type=int, default=default("seed"))
-    p.add_argument("--num-proc", type=int, default=default("numProc"),
+    p.add_argument("--num-proc", type=POSITIVE, default=default("numProc"),
                    help=f"Horovod ranks (default {default('numProc')})")
-    p.add_argument("--epochs", type=int, default=default("epochs"),
+    p.add_argument("--epochs", type=POSITIVE, default=default("epochs"),
                    help=f"maximum epochs (default {default('epochs')})")
     p.add_argument("--overwrite", action="store_true", help="replace any existing --out")
     _add_spark_args(p)

@@ -7,6 +7,7 @@ which split a line came from, and the lines are parsed and validated in Arrow ba
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -191,11 +192,15 @@ def load_csv(spark, path: str, id_col: str = "id", label_col: str | None = "targ
 
     The entry point of the seed's flow: ``Pipeline([...]).fit(load_csv(spark, "train.csv"))``.
     Any bad row raises :class:`InputError` naming file, line and column. A local ``.zip``
-    is extracted to a temporary folder that lives as long as this process.
+    is extracted to a temporary folder that lives as long as this process (Spark may re-read
+    it) and is removed when the process exits; nothing is made for other files.
     """
     fs = store.HadoopFs(spark)
-    scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-csv-"))
-    url, display = stage_source(fs, path, scratch)
+    scratch = None
+    if path.lower().endswith(".zip"):
+        scratch = tempfile.mkdtemp(prefix="hvd-otto-csv-")
+        atexit.register(shutil.rmtree, scratch, True)
+    url, display = stage_source(fs, path, store.to_url(scratch) if scratch else "")
     parsed = read_csv(spark, url, display, id_col, label_col, require_label)
     if parsed.bad:
         raise InputError(bad_rows_message(parsed))
@@ -225,15 +230,21 @@ def bad_rows_message(parsed: ParsedCsv, out_hint: str = "OUT") -> str:
 
 
 def check_feature_columns(display: str, found, expected) -> None:
-    """A file scored with a fitted model must have the training file's feature columns."""
-    if list(found) != list(expected):
-        missing = sorted(set(expected) - set(found))
-        extra = sorted(set(found) - set(expected))
+    """A file scored with a fitted model must have the training file's feature columns, by
+    name and in any order; extra columns are ignored with a warning (the model never reads them;
+    their cells were validated like every column's).
+    """
+    missing = [c for c in expected if c not in set(found)]
+    if missing:
         raise InputError(
-            f"{display}, line 1 (header): feature columns differ from the training file"
-            f" (missing: {missing[:10]}, unexpected: {extra[:10]}); use a file with the"
-            " same feature columns in the same order."
+            f"{display}, line 1 (header): feature column(s) of the training file missing: "
+            f"{missing[:10]}{' …' if len(missing) > 10 else ''} ({len(missing)} of "
+            f"{len(expected)}); the header must name every feature the model was trained on."
         )
+    extra = [c for c in found if c not in set(expected)]
+    if extra:
+        log.warning("%s: ignoring %d column(s) the model was not trained on: %s", display,
+                    len(extra), extra[:10])
 
 
 def handle_bad_rows(parsed: ParsedCsv, policy: str, staging: str, name: str, out: str) -> int:

@@ -124,7 +124,8 @@ def _bad_input_cases(base):
                                     "first at line 5"], "e-new"),
         "predict: other feature columns": (["predict", "--test", str(other), "--model",
                                             str(model), "--out", str(base / "p-new.csv")],
-                                           ["other_columns.csv, line 1", "feat_X"],
+                                           ["other_columns.csv, line 1", "missing",
+                                            "'feat_2'"],
                                            "p-new.csv"),
         "predict: labelled file": (["predict", "--test", str(labelled), "--model", str(model),
                                     "--out", str(base / "p-new.csv")],
@@ -134,7 +135,7 @@ def _bad_input_cases(base):
                                    ["no such model folder"], "p-new.csv"),
         "pipeline: test file with other columns": (
             ["pipeline", "--train", str(base / "train.csv"), "--test", str(other), "--out",
-             str(base / "pl-new")], ["other_columns.csv, line 1", "differ"], "pl-new"),
+             str(base / "pl-new")], ["other_columns.csv, line 1", "missing"], "pl-new"),
         "demo: a folder that is not an earlier demo": (
             ["demo", "--out", str(base / "data")], ["is not the output of an earlier demo",
                                                     "--overwrite"], None),
@@ -183,3 +184,39 @@ def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys)
     capsys.readouterr()
     assert main(["pipeline", "--train", str(tmp_path / "train.csv"), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_columns_are_matched_by_name_in_any_order(trained, capsys):
+    """A test file with the same columns shuffled, plus one the model never saw, scores the same."""
+    import pandas as pd
+
+    from hvd_otto.app.cli import main
+
+    test = pd.read_csv(trained / "test.csv")
+    shuffled = test[["id", *reversed([c for c in test.columns if c != "id"])]].assign(extra=3)
+    shuffled.to_csv(trained / "shuffled.csv", index=False)
+    for name in ("test", "shuffled"):
+        assert main(["predict", "--test", str(trained / f"{name}.csv"), "--model",
+                     str(trained / "model"), "--out", str(trained / f"by-name-{name}.csv")]) == 0
+    assert (trained / "by-name-test.csv").read_text() == \
+        (trained / "by-name-shuffled.csv").read_text()
+
+
+def test_a_zipped_input_leaves_no_temporary_folder(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "test.zip", "w") as archive:
+        archive.write(trained / "test.csv", "test.csv")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "hvd_otto.app.cli", "predict", "--test", str(tmp_path / "test.zip"),
+         "--model", str(trained / "model"), "--out", str(tmp_path / "submission.csv")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TMPDIR": str(scratch), "HVD_OTTO_MASTER": "local[1]"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((tmp_path / "submission.csv").read_text().splitlines()) == 301
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("hvd-otto")] == []

@@ -69,3 +69,23 @@ def test_blank_lines_are_skipped_and_line_numbers_kept():
     out = parse_rows(["1,1,1,A", "", "   ", "2,x,1,B"], [2, 3, 4, 5], schema())
     assert out["_line"].tolist() == [2, 5]
     assert out["_reason"].tolist() == [None, "not a number ('x')"]
+
+
+def test_feature_columns_are_matched_by_name():
+
+    from hvd_otto.data.csv_source import check_feature_columns
+
+    check_feature_columns("t.csv", ["f2", "f1"], ["f1", "f2"])  # any order
+    with pytest.raises(InputError, match=r"t.csv, line 1 \(header\): feature column\(s\) of the "
+                                         r"training file missing: \['f2'\] \(1 of 2\)"):
+        check_feature_columns("t.csv", ["f1", "f3"], ["f1", "f2"])
+
+
+def test_extra_columns_are_ignored_with_a_warning(caplog):
+    import logging
+
+    from hvd_otto.data.csv_source import check_feature_columns
+
+    with caplog.at_level(logging.WARNING, logger="hvd_otto"):
+        check_feature_columns("t.csv", ["f1", "note", "f2"], ["f1", "f2"])
+    assert "ignoring 1 column(s) the model was not trained on: ['note']" in caplog.text

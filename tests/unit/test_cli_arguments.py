@@ -1,0 +1,38 @@
+"""Every option is checked by the parser, with the CLI's own names, before any Spark work."""
+
+import pytest
+
+from hvd_otto.app.cli import build_parser
+
+BASE = {
+    "train": ["train", "--data", "d", "--model", "m"],
+    "pipeline": ["pipeline", "--train", "t.csv", "--out", "o"],
+    "prepare": ["prepare", "--train", "t.csv", "--out", "o"],
+    "evaluate": ["evaluate", "--data", "d", "--model", "m"],
+}
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("train", ["--num-proc", "0"], "argument --num-proc: must be at least 1, got 0"),
+    ("train", ["--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
+    ("train", ["--batch-size", "many"], "argument --batch-size: expected a whole number"),
+    ("train", ["--max-retries", "-1"], "argument --max-retries: must be at least 0"),
+    ("train", ["--learning-rate", "0"], "argument --learning-rate: must be greater than 0"),
+    ("train", ["--executor-gpus", "-1"], "argument --executor-gpus: must be at least 0"),
+    ("pipeline", ["--holdout", "1"], "argument --holdout: must be in [0, 1), got 1.0"),
+    ("prepare", ["--validation", "-0.1"], "argument --validation: must be in [0, 1)"),
+    ("prepare", ["--row-groups", "0"], "argument --row-groups: must be at least 1"),
+    ("evaluate", ["--split", "test"], "argument --split: invalid choice: 'test'"),
+])
+def test_bad_options_exit_2_naming_the_option(command, extra, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(BASE[command] + extra)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_good_options_parse():
+    args = build_parser().parse_args(BASE["evaluate"] + ["--split", "train"])
+    assert args.split == "train"
+    args = build_parser().parse_args(BASE["pipeline"] + ["--holdout", "0"])
+    assert args.holdout == 0.0
