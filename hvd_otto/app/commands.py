@@ -16,10 +16,8 @@ def spark_from_args(args: argparse.Namespace):
     """The SparkSession of a command, with the GPU settings its options ask for."""
     from .session import get_spark
 
-    gpus = getattr(args, "executor_gpus", 0)
-    if gpus < 0:
-        raise InputError(f"--executor-gpus must be >= 0, got {gpus}.")
-    return get_spark(getattr(args, "master", None), executor_gpus=gpus,
+    return get_spark(getattr(args, "master", None),
+                     executor_gpus=getattr(args, "executor_gpus", 0),
                      gpu_discovery_script=getattr(args, "gpu_discovery_script", None))
 
 

@@ -6,9 +6,10 @@ import argparse
 import os
 
 from ..common.errors import InputError
-from ..common.preflight import TRAINING_MODULES, local_report, problems
+from ..common.preflight import TRAINING_MODULES, executor_reports, local_report, problems
 
-STACK = ("pyspark", "petastorm", "pyarrow", "numpy", "pandas")
+#: Reported beside what the ranks need (petastorm, pyarrow, numpy, pandas are in there).
+STACK = ("pyspark",)
 
 
 def horovod_build() -> dict:
@@ -33,7 +34,7 @@ def tensorflow_facts() -> dict:
             "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")]}
 
 
-def format_driver(report: dict, tf: dict, hvd: dict) -> list[str]:
+def format_stack(report: dict, tf: dict, hvd: dict) -> list[str]:
     """Plain lines describing one Python environment."""
     lines = [f"python      {report['python']} (Python {report['python_version']}) on "
              f"{report['host']}"]
@@ -63,22 +64,18 @@ def run_doctor(args: argparse.Namespace) -> int:
     modules = (*TRAINING_MODULES, *STACK)
     driver = local_report(modules)
     print("driver:")
-    for line in format_driver(driver, tensorflow_facts(), horovod_build()):
+    for line in format_stack(driver, tensorflow_facts(), horovod_build()):
         print(f"  {line}")
     if not (args.master or launched_by_spark_submit()):
         print("executors: pass --master (or run under spark-submit) to check them too")
         return 0
-    spark = get_spark(args.master)
-    sc = spark.sparkContext
-    slices = max(1, sc.defaultParallelism)
-    from ..common.preflight import make_probe
-
-    reports = sc.range(0, slices, numSlices=slices).mapPartitions(make_probe(modules)).collect()
+    sc = get_spark(args.master).sparkContext
+    reports = executor_reports(sc, modules)
     seen: dict = {}
     for report in reports:
         seen.setdefault((report["host"], report["python"]), report)
     bad = 0
-    print(f"executors ({sc.master}, {slices} task(s)):")
+    print(f"executors ({sc.master}, {len(reports)} task(s)):")
     for (host, python), report in seen.items():
         found = problems(driver, report)
         bad += bool(found)
@@ -86,11 +83,10 @@ def run_doctor(args: argparse.Namespace) -> int:
         print(f"  {host}: {python} (Python {report['python_version']}): {verdict}")
     if not bad:  # the stack is there: what TensorFlow and Horovod see on each host
         shown = set()
-        for host, tf, hvd in sc.range(0, slices, numSlices=slices).mapPartitions(
-                _executor_facts).collect():
+        for host, tf, hvd in executor_reports(sc, modules, _executor_facts):
             if host not in shown:
                 shown.add(host)
-                facts = format_driver({**driver, "modules": {}}, tf, hvd)[1:]
+                facts = format_stack({**driver, "modules": {}}, tf, hvd)[1:]
                 print(f"  {host}: " + "; ".join(" ".join(f.split()) for f in facts))
     if bad:
         raise InputError(f"{bad} executor Python setup(s) differ from the driver's (above); "

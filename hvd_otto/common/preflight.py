@@ -95,16 +95,22 @@ def _advice(sc) -> str:
             " and compare with 'hvd-otto doctor --master MASTER'.")
 
 
+def executor_reports(sc, modules: tuple[str, ...], probe=None) -> list:
+    """Run ``probe`` (default: :func:`make_probe` of ``modules``) in one task per default
+    slot (at most 64) and collect what the executors' Python workers report."""
+    slices = max(1, min(sc.defaultParallelism, 64))
+    return sc.range(0, slices, numSlices=slices).mapPartitions(
+        probe or make_probe(modules)).collect()
+
+
 def check_executor_python(sc, modules: tuple[str, ...] = TRAINING_MODULES) -> None:
     """Raise :class:`InputError` when the executors' Python lacks ``modules`` or has other
     versions than the driver. Checked once per SparkContext and module set."""
     done = _checked.get(sc, set())
     if set(modules) <= done:
         return
-    slices = max(1, min(sc.defaultParallelism, 64))
     try:
-        reports = sc.range(0, slices, numSlices=slices).mapPartitions(
-            make_probe(modules)).collect()
+        reports = executor_reports(sc, modules)
     except Exception as err:  # noqa: BLE001 - the Python workers did not even start
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         cause = next((line for line in lines if "Error" in line or "Cannot run" in line),

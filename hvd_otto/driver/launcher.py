@@ -93,7 +93,10 @@ class HorovodSparkLauncher:
         self.sc.cancelJobGroup(f"horovod.spark.run.{job_id.JOB_ID}")
 
     def task_slots(self) -> int:
-        return spark_task_slots(self.sc)
+        """:func:`task_slots` now (executors may still be registering)."""
+        executors = max(0, self.sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
+        return task_slots(self.sc.master, self.conf, os.cpu_count() or 1,
+                          self.sc.defaultParallelism, executors)
 
     @property
     def is_local(self) -> bool:
@@ -124,13 +127,6 @@ def task_slots(master: str, conf: dict, cpu_count: int, default_parallelism: int
         executor_gpus = float(conf.get("spark.executor.resource.gpu.amount", "0"))
         slots = min(slots, executors * int(executor_gpus // task_gpus))
     return slots
-
-
-def spark_task_slots(sc) -> int:
-    """:func:`task_slots` of a live SparkContext."""
-    conf = dict(sc.getConf().getAll())
-    executors = max(0, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
-    return task_slots(sc.master, conf, os.cpu_count() or 1, sc.defaultParallelism, executors)
 
 
 def wait_for_task_slots(slots: Callable[[], int], num_proc: int, timeout: float, is_local: bool,
