@@ -7,8 +7,10 @@ import logging
 import sys
 
 from ..common.defaults import USE_GPU_CHOICES, default
-from ..common.errors import InputError, TrainingError
+from ..common.errors import InputError, Interrupted, TrainingError
+from ..common.signals import StopSignals
 from . import commands
+from .session import cancel_spark_jobs
 
 log = logging.getLogger("hvd_otto")
 
@@ -273,17 +275,31 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        status = args.func(args)
+        with StopSignals(on_stop=cancel_spark_jobs):
+            status = args.func(args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Interrupted, or pyspark's own SIGINT handler
+        print(interrupted_message(err, args.command), file=sys.stderr)
+        return err.exit_code if isinstance(err, Interrupted) else 130
     return status if isinstance(status, int) else 0
+
+
+def interrupted_message(err: KeyboardInterrupt, command: str) -> str:
+    """One line: what stopped, that nothing was retried or committed, and how to resume."""
+    name = f"{err}" if isinstance(err, Interrupted) else "SIGINT"
+    line = f"interrupted by {name}: '{command}' stopped; no output was committed"
+    run = getattr(err, "run", None)
+    if run:
+        return (f"{line}. Checkpoints are kept in {run}: run the same command with --resume "
+                "(and the same --store) to continue from the last one.")
+    if command in ("train", "pipeline"):
+        return f"{line}. Nothing to resume (give --store DIR to keep checkpoints of a run)."
+    return line + "."
 
 
 if __name__ == "__main__":

@@ -105,23 +105,46 @@ def run_train(args: argparse.Namespace):
     est = make_estimator(args)
     if args.data:
         data = store.to_url(args.data)
-        read_prepared_metadata(fs, args.data)
-        print(f"training on {args.num_proc} ranks: {args.data}/train")
-        keras = est.fit(spark.read.parquet(store.join(data, "train")))
+        meta = read_prepared_metadata(fs, args.data)
+        frame = spark.read.parquet(store.join(data, "train"))
+        if meta["splits"]["validation"]["rows"]:
+            print(f"training on {args.data}/train, validating on {args.data}/validation")
+            frame = with_validation_rows(frame, spark.read.parquet(
+                store.join(data, "validation")), est)
+        else:
+            print(f"training on {args.data}/train (it has no validation split: "
+                  f"{est.getValidationFraction():.0%} of it is held out for validation)")
+        keras = est.fit(frame)
         preprocessing = PipelineModel.load(store.join(data, "preprocessing"))
         model = PipelineModel(stages=[*preprocessing.stages, keras])
     else:
         frame = load_csv(spark, args.train, args.id_col, args.label_col)
         features = feature_columns(frame, args.id_col, args.label_col)
-        print(f"training on {args.num_proc} ranks: {args.train} (preprocessing fitted on it)")
+        print(f"training on {args.train} (preprocessing fitted on it)")
         model = build_pipeline(features, args.label_col, args.transform, est).fit(frame)
         keras = model.stages[-1]
     with store.atomic_dir(fs, model_url, args.overwrite) as staging:
         save_model(fs, model, staging)
     summary = keras.getSummary()
-    print(f"trained {len(keras.getHistory())} epochs (best {summary['best_epoch']}) in "
-          f"{summary['fit_seconds']:.1f} s; model saved to {model_url}")
+    print(f"trained {plural(len(keras.getHistory()), 'epoch')} (best {summary['best_epoch']}) "
+          f"in {summary['fit_seconds']:.1f} s; model saved to {model_url}")
     return model
+
+
+def with_validation_rows(train, validation, est):
+    """One frame of a prepared folder's train and validation splits, marked by a column that
+    the Estimator's ``validationCol`` names."""
+    from pyspark.sql import functions as F
+
+    column = "_is_validation"
+    est.setValidationCol(column)
+    return (train.withColumn(column, F.lit(False))
+            .unionByName(validation.withColumn(column, F.lit(True))))
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -168,7 +191,7 @@ def run_predict(args: argparse.Namespace) -> str:
     spark = spark_from_args(args)
     fs = store.HadoopFs(spark)
     out_url = store.to_url(args.out)
-    store.check_output(fs, out_url, args.overwrite)
+    store.check_output(fs, out_url, args.overwrite, folder=False)
     model = load_model(spark, args.model)
     frame = read_csv_for_model(spark, model, args.test, args.id_col, require_label=False)
     write_submission(fs, model, frame, out_url, args.id_col, args.overwrite)
@@ -182,14 +205,14 @@ def run_pipeline(args: argparse.Namespace):
     from .pipeline import run_pipeline as pipeline
 
     spark = spark_from_args(args)
-    print(f"pipeline: {args.train} → {args.out} ({args.num_proc} ranks)")
+    print(f"pipeline: {args.train} → {args.out}")
     result = pipeline(spark, args.train, args.out, make_estimator(args), test=args.test,
                       id_col=args.id_col, label_col=args.label_col, bad_rows=args.bad_rows,
                       holdout=args.holdout, transform=args.transform, seed=args.seed,
                       overwrite=args.overwrite, job=getattr(args, "job", "pipeline"))
     summary = result.summary
-    print(f"trained {summary['epochs']} epochs (best {summary['best_epoch']}) on "
-          f"{summary['num_proc']} ranks in {summary['fit_seconds']:.1f} s")
+    print(f"trained {plural(summary['epochs'], 'epoch')} (best {summary['best_epoch']}) on "
+          f"{plural(summary['num_proc'], 'rank')} in {summary['fit_seconds']:.1f} s")
     if result.figures:
         print(f"holdout ({args.holdout:.0%} of {args.train}):")
         print(format_report(result.figures))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 
 from ..common import fs as store
@@ -167,22 +166,19 @@ def write_submission(fs: store.HadoopFs, model: SavedModel, frame, url: str,
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    store.check_output(fs, url, overwrite)
+    store.check_output(fs, url, overwrite, folder=False)
     probs = vector_to_array(F.col("probability"))
     columns = [F.col(id_col)] + [F.format_string("%.6f", probs[i]).alias(label)
                                  for i, label in enumerate(model.labels)]
     # Scored once, in parallel, and kept (spilling to disk) for the sort: orderBy samples its
     # input first, which would otherwise run the model twice.
     scored = model.transform(frame).select(LINE, *columns).persist(StorageLevel.MEMORY_AND_DISK)
-    parent, name = url.rstrip("/").rsplit("/", 1)
-    staging = store.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    staging = store.staging_url(url)
     try:
         (scored.orderBy(LINE).drop(LINE).coalesce(1).write.option("header", True).option("quote", '"')
          .option("escape", '"').csv(staging))
         part = next(p for p in fs.list(staging) if p.rsplit("/", 1)[-1].startswith("part-"))
-        if fs.exists(url):
-            fs.delete(url)
-        fs.rename(part, url)
+        store.commit(fs, part, url, overwrite)
     finally:
         scored.unpersist()
         fs.delete(staging)

@@ -142,3 +142,12 @@ def get_spark(master: str | None = None, app_name: str = "hvd-otto", conf: dict 
 def launched_by_spark_submit() -> bool:
     """True when ``spark-submit`` started this driver (its JVM gateway then owns the master)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def cancel_spark_jobs() -> None:
+    """Cancel the running Spark jobs of this process, if a SparkContext is up (on a signal)."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.cancelAllJobs()

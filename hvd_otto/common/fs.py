@@ -1,7 +1,8 @@
 """Paths, URLs and atomic commits on any Hadoop filesystem (file://, hdfs://, s3a://).
 
 Committed output is complete or absent: everything is written into a hidden staging
-folder beside the target, renamed into place, and marked with ``_SUCCESS`` last.
+folder beside the target, marked with ``_SUCCESS`` and hvd-otto's marker, and renamed into
+place by :func:`hvd_otto.common.commit.commit`, which checks the target again at that moment.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlparse
 
-from .errors import InputError
+from . import commit as committing
 
 SUCCESS = "_SUCCESS"
 
@@ -41,6 +42,7 @@ class HadoopFs:
 
     def __init__(self, spark):
         self._jvm = spark.sparkContext._jvm
+        self._gateway = spark.sparkContext._gateway
         self._conf = spark.sparkContext._jsc.hadoopConfiguration()
 
     def _fs(self, url: str):
@@ -78,6 +80,37 @@ class HadoopFs:
         _, dst_path = self._fs(dst)
         if not fs.rename(src_path, dst_path):
             raise OSError(f"could not rename {src} to {dst}")
+
+    def move(self, src: str, dst: str) -> bool:
+        """Rename ``src`` to a fresh name ``dst``; False when ``src`` does not exist."""
+        fs, src_path = self._fs(src)
+        return bool(fs.exists(src_path) and fs.rename(src_path, self._fs(dst)[1]))
+
+    def move_no_replace(self, src: str, dst: str) -> bool:
+        """Rename ``src`` to ``dst`` unless ``dst`` exists (atomic on HDFS); else False."""
+        from py4j.protocol import Py4JJavaError
+
+        jvm = self._jvm
+        context = jvm.org.apache.hadoop.fs.FileContext.getFileContext(
+            jvm.java.net.URI(dst), self._conf)
+        options = self._gateway.new_array(jvm.org.apache.hadoop.fs.Options.Rename, 1)
+        options[0] = jvm.org.apache.hadoop.fs.Options.Rename.NONE
+        try:
+            context.rename(self._fs(src)[1], self._fs(dst)[1], options)
+        except Py4JJavaError as err:
+            if "FileAlreadyExistsException" in str(err.java_exception.getClass().getName()):
+                return False
+            raise
+        return True
+
+    def first_line(self, url: str) -> str:
+        fs, path = self._fs(url)
+        stream = fs.open(path)
+        try:
+            return self._jvm.java.io.BufferedReader(
+                self._jvm.java.io.InputStreamReader(stream, "UTF-8")).readLine() or ""
+        finally:
+            stream.close()
 
     def write_text(self, url: str, text: str) -> None:
         fs, path = self._fs(url)
@@ -117,36 +150,48 @@ def is_committed(fs: HadoopFs, url: str) -> bool:
     return fs.exists(join(url, SUCCESS))
 
 
-def check_output(fs: HadoopFs, url: str, overwrite: bool, flag: str = "--overwrite") -> None:
-    """Refuse to replace an existing output unless asked; say what to do."""
-    if fs.exists(url) and not overwrite:
-        state = "a complete result" if is_committed(fs, url) else "an incomplete result"
-        raise InputError(
-            f"{url} already exists ({state}); pass {flag} to replace it, or choose another path."
-        )
+def entries_for(fs: HadoopFs, url: str) -> tuple[committing.Entries, str]:
+    """The filesystem operations for ``url`` and its name for them (a path when local)."""
+    path = local_path(url)
+    return (committing.LocalEntries(), path) if path is not None else (fs, url)
+
+
+def check_output(fs: HadoopFs, url: str, overwrite: bool, flag: str = "--overwrite",
+                 folder: bool = True) -> None:
+    """Refuse to replace an existing output unless asked, and then only hvd-otto's own."""
+    entries, target = entries_for(fs, url)
+    committing.check_target(entries, target, overwrite, flag, folder)
+
+
+def staging_url(url: str) -> str:
+    """A fresh hidden name beside ``url`` to write its result into."""
+    parent, name = url.rstrip("/").rsplit("/", 1)
+    return join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def commit(fs: HadoopFs, staged: str, url: str, overwrite: bool) -> None:
+    """Move the complete ``staged`` folder or file to ``url`` (see ``common.commit``)."""
+    entries, target = entries_for(fs, url)
+    source = entries_for(fs, staged)[1]
+    if local_path(url) is not None and os.path.isdir(source):
+        committing.remove_checksums(source)
+    committing.commit(entries, source, target, overwrite)
 
 
 @contextmanager
 def atomic_dir(fs: HadoopFs, url: str, overwrite: bool = False) -> Iterator[str]:
-    """Yield a staging URL; on success move it to ``url`` and write ``_SUCCESS``.
+    """Yield a staging URL; on success mark it complete and commit it to ``url``.
 
-    On any error the staging folder is removed and an existing ``url`` is left untouched.
+    On any error (or interrupt) the staging folder is removed and ``url`` is left untouched.
     """
     check_output(fs, url, overwrite)
-    parent, name = url.rstrip("/").rsplit("/", 1)
-    token = uuid.uuid4().hex[:12]
-    staging = join(parent, f".{name}.tmp-{token}")
+    staging = staging_url(url)
     fs.mkdirs(staging)
     try:
         yield staging
+        fs.write_text(join(staging, committing.MARKER), committing.marker_text())
+        fs.write_text(join(staging, SUCCESS), "")
     except BaseException:
         fs.delete(staging)
         raise
-    old = None
-    if fs.exists(url):
-        old = join(parent, f".{name}.old-{token}")
-        fs.rename(url, old)
-    fs.rename(staging, url)
-    fs.write_text(join(url, SUCCESS), "")
-    if old:
-        fs.delete(old)
+    commit(fs, staging, url, overwrite)

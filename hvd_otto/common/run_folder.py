@@ -197,7 +197,7 @@ class RunStore:
                 f.write("ok")
             os.remove(probe)
         except OSError as err:
-            raise InputError(f"storePath {self.path} is not writable ({err.strerror or err}); "
+            raise InputError(f"storePath (--store) {self.path} is not writable ({err.strerror or err}); "
                              "choose a folder the driver and every executor can write.") from None
 
     def unfinished_runs(self) -> list[RunFolder]:

@@ -132,16 +132,18 @@ def read_csv(
         raise InputError(f"{display}: has a header but no data rows.")
 
     def parse(batches):
-        seen: dict[int, int] = {}
-        for batch in batches:
-            numbers = []
-            for block in batch["_block"]:
-                numbers.append(first_line[block] + seen.get(block, 0))
-                seen[block] = seen.get(block, 0) + 1
+        for batch, numbers in numbered(batches, first_line):
             keep = [i for i, n in enumerate(numbers) if n != 1]
             lines = [bytes(v).decode("utf-8", errors="replace")
                      for v in batch["value"].iloc[keep]]
             yield parse_rows(lines, [numbers[i] for i in keep], schema)
+
+    def raw_lines(batches):
+        import pandas as pd
+
+        for batch, numbers in numbered(batches, first_line):
+            yield pd.DataFrame({LINE: numbers, RAW: [bytes(v).decode("utf-8", errors="replace")
+                                                     for v in batch["value"]]})
 
     fields = [StructField(LINE, LongType()), StructField(schema.id_col, StringType())]
     if schema.label_col:
@@ -149,8 +151,10 @@ def read_csv(
     fields += [StructField(c, DoubleType()) for c in schema.feature_cols]
     fields += [StructField(c, StringType()) for c in (REASON, COLUMN, RAW)]
     assert [f.name for f in fields] == parsed_columns(schema)
-    rows = flag_duplicate_ids(text.mapInPandas(parse, StructType(fields)).persist(),
-                              schema.id_col)
+    rows = flag_duplicate_ids(
+        text.mapInPandas(parse, StructType(fields)).persist(), schema.id_col,
+        lambda: text.mapInPandas(raw_lines, StructType([StructField(LINE, LongType()),
+                                                        StructField(RAW, StringType())])))
     counts = rows.groupBy(F.col(REASON).isNull().alias("good")).count().collect()
     by_verdict = {r["good"]: r["count"] for r in counts}
     total = sum(by_verdict.values())
@@ -159,12 +163,27 @@ def read_csv(
     return ParsedCsv(display, schema, rows, total, by_verdict.get(False, 0))
 
 
-def flag_duplicate_ids(rows, id_col: str):
+def numbered(batches, first_line: dict[int, int]):
+    """Each Arrow batch of ``(_block, value)`` rows with the file line number of every row.
+
+    A block is read by one task in order, so its lines count up from the block's first line.
+    """
+    seen: dict[int, int] = {}
+    for batch in batches:
+        numbers = []
+        for block in batch["_block"]:
+            numbers.append(first_line[block] + seen.get(block, 0))
+            seen[block] = seen.get(block, 0) + 1
+        yield batch, numbers
+
+
+def flag_duplicate_ids(rows, id_col: str, raw_lines):
     """Mark every good row whose id already appeared on an earlier good line as bad.
 
     ``rows`` is persisted; only ids and line numbers are aggregated, and the (usually empty)
     duplicates are joined back, so a file without duplicates costs one small aggregation.
-    The rejected duplicate's ``_raw`` is empty: its line number points at it.
+    ``raw_lines()`` is a frame of every ``(_line, _raw)``: the rejected duplicates' text is
+    read again from it (only when there are duplicates).
     """
     from pyspark.sql import functions as F
 
@@ -179,7 +198,11 @@ def flag_duplicate_ids(rows, id_col: str):
                       F.lit(")"))
     marked = (rows.join(dups, on=id_col, how="left").withColumn("_dup", duplicate)
               .withColumn(REASON, F.when(F.col("_dup"), reason).otherwise(F.col(REASON)))
-              .withColumn(COLUMN, F.when(F.col("_dup"), F.lit(id_col)).otherwise(F.col(COLUMN)))
+              .withColumn(COLUMN, F.when(F.col("_dup"), F.lit(id_col)).otherwise(F.col(COLUMN))))
+    text = raw_lines().withColumnRenamed(RAW, "_dup_raw").join(
+        marked.where(F.col("_dup")).select(LINE), on=LINE, how="left_semi")
+    marked = (marked.join(text, on=LINE, how="left")
+              .withColumn(RAW, F.coalesce(F.col(RAW), F.col("_dup_raw")))
               .select(*rows.columns).persist())
     marked.count()
     rows.unpersist()

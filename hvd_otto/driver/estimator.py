@@ -20,9 +20,10 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..common import fs as store
 from ..common.defaults import OPTIMIZERS, USE_GPU_CHOICES
-from ..common.errors import InputError
+from ..common.errors import InputError, Interrupted
 from ..common.rank_config import FaultSpec, RankConfig
 from ..common.run_folder import RunFolder, RunStore
+from ..common.signals import StopSignals
 from .model import HorovodKerasModel
 from .params import HorovodKerasEstimatorParams
 from .training_run import (
@@ -125,14 +126,14 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
 
     def _fit(self, dataset):
         from ..common.preflight import check_executor_python
-        from ..rank.entry import train_rank
         from .launcher import wait_for_task_slots
 
         self._check_params()
         self._check_columns(dataset)
         fit_started = time.time()
-        check_executor_python(dataset.sparkSession.sparkContext)  # before any data or rank
-        launcher = self._launcher(dataset.sparkSession.sparkContext)
+        sc = dataset.sparkSession.sparkContext
+        check_executor_python(sc)  # before any data or rank
+        launcher = self._launcher(sc)
         num_proc = self.getNumProc()
         wait_for_task_slots(launcher.task_slots, num_proc, self.getStartTimeout(),
                             launcher.is_local, launcher.describe())
@@ -143,6 +144,20 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
                              "driver.")
         n_classes = self._n_classes(dataset)
         temp_store = None if self.getStorePath() else tempfile.mkdtemp(prefix="hvd-otto-store-")
+        try:
+            with StopSignals(on_stop=lambda: _stop(launcher, sc)) as signals:
+                return self._train(dataset, launcher, temp_store, n_classes, fit_started,
+                                   signals)
+        finally:  # nobody asked to keep a temporary store, whatever happened
+            if temp_store:
+                shutil.rmtree(temp_store, ignore_errors=True)
+
+    def _train(self, dataset, launcher, temp_store: str | None, n_classes: int,
+               fit_started: float, signals: StopSignals) -> HorovodKerasModel:
+        """Stage the data in a run folder, run the ranks with retries, return the model."""
+        from ..rank.entry import train_rank
+
+        num_proc = self.getNumProc()
         run_store = RunStore(self._store_dir(self.getStorePath() or temp_store))
         run_store.check_writable()
         run, resumed = choose_run(run_store, self.getResume(), bool(self.getStorePath()))
@@ -154,14 +169,16 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
             log.info("training on %d ranks, run folder %s%s", num_proc, run.url,
                      " (resuming)" if resumed else "")
             policy = RetryPolicy(self.getMaxRetries(), self.getStartTimeout(),
-                                 self.getVerbose() > 0)
+                                 self.getVerbose() > 0, stopped_by=lambda: signals.received)
             results, attempts = run_with_retries(launcher, train_rank, config, num_proc, policy)
+        except Interrupted as err:  # say what a resume would continue from
+            err.run = run.url if self.getStorePath() and run.load_checkpoint() else None
+            raise
         finally:  # the Parquet copy is only for this fit; checkpoints and history stay
             fs.delete(run.data_url)
         summary = summarise(results, config, num_proc, attempts, fit_started, time.time())
         finish_run(run, results[0]["history"], summary)
-        if temp_store:  # nobody asked to keep the run folder
-            shutil.rmtree(temp_store, ignore_errors=True)
+        if temp_store:
             summary["run"] = None
         model = HorovodKerasModel(model_bytes=results[0]["model"],
                                   history=results[0]["history"], summary=summary)
@@ -173,7 +190,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
         url = store.to_url(path)
         local = store.local_path(url)
         if local is None:
-            raise InputError(f"storePath {url}: the ranks write checkpoints with local file "
+            raise InputError(f"storePath (--store) {url}: the ranks write checkpoints with local file "
                              "I/O; use a local or shared (NFS) path, or file://.")
         return local
 
@@ -217,3 +234,9 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
             resume=resumed,
             fault=FaultSpec.from_env(),
         )
+
+
+def _stop(launcher, sc) -> None:
+    """On SIGINT/SIGTERM: stop the ranks and every Spark job of this application."""
+    launcher.cancel()
+    sc.cancelAllJobs()

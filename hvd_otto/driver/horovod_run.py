@@ -46,20 +46,42 @@ def task_profile(cpus: int, gpus: int):
 
 
 def run(fn, args: tuple, num_proc: int, profile=None, **kwargs) -> list:
-    """``horovod.spark.run(fn, args, num_proc, **kwargs)``, its job built with ``profile``."""
+    """``horovod.spark.run(fn, args, num_proc, **kwargs)``, its job built with ``profile``.
+
+    Horovod's Gloo launcher would take over SIGINT and SIGTERM for the rest of the process
+    (``gloo_run.register_shutdown_event``) and turn them into a rank failure; here its shutdown
+    event is ours instead: :func:`stop_ranks` sets it, and the driver's own handlers stay.
+    """
     import horovod.spark
+    from horovod.runner import gloo_run
     from horovod.spark import runner
 
-    if profile is None:
-        return horovod.spark.run(fn, args=args, num_proc=num_proc, **kwargs)
     with _PATCH_LOCK:
-        original = runner._make_spark_thread
+        make_thread, register = runner._make_spark_thread, gloo_run.register_shutdown_event
 
         def make_spark_thread(spark_context, *rest, **more):
-            return original(ProfiledContext(spark_context, profile), *rest, **more)
+            return make_thread(ProfiledContext(spark_context, profile), *rest, **more)
 
-        runner._make_spark_thread = make_spark_thread
+        if profile is not None:
+            runner._make_spark_thread = make_spark_thread
+        gloo_run.register_shutdown_event = _shutdown_event
         try:
             return horovod.spark.run(fn, args=args, num_proc=num_proc, **kwargs)
         finally:
-            runner._make_spark_thread = original
+            runner._make_spark_thread, gloo_run.register_shutdown_event = make_thread, register
+
+
+_SHUTDOWN_EVENTS: list[threading.Event] = []
+
+
+def _shutdown_event() -> threading.Event:
+    """Stands in for Horovod's ``register_shutdown_event``: an event, no signal handlers."""
+    event = threading.Event()
+    _SHUTDOWN_EVENTS[:] = [e for e in _SHUTDOWN_EVENTS if not e.is_set()] + [event]
+    return event
+
+
+def stop_ranks() -> None:
+    """Ask Horovod to terminate the rank processes of the runs in progress."""
+    for event in _SHUTDOWN_EVENTS:
+        event.set()

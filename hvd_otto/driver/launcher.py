@@ -89,6 +89,9 @@ class HorovodSparkLauncher:
     def cancel(self) -> None:
         from horovod.spark.driver import job_id
 
+        from .horovod_run import stop_ranks
+
+        stop_ranks()  # Horovod terminates the rank processes it started
         # horovod.spark.run runs its Spark job in this job group (horovod/spark/runner.py).
         self.sc.cancelJobGroup(f"horovod.spark.run.{job_id.JOB_ID}")
 
@@ -144,7 +147,7 @@ def wait_for_task_slots(slots: Callable[[], int], num_proc: int, timeout: float,
         found = slots()
     if found < num_proc:
         raise InputError(
-            f"numProc={num_proc} needs {num_proc} concurrent Spark task slots, but the cluster "
-            f"has {found} ({where}); lower numProc or add executors/cores."
+            f"numProc={num_proc} (--num-proc) needs {num_proc} concurrent Spark task slots, but the cluster "
+            f"has {found} ({where}); lower numProc (--num-proc) or add executors/cores."
         )
     return found

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Callable
 
-from ..common.errors import InputError, TrainingError
+from ..common.errors import InputError, Interrupted, TrainingError
 from ..common.rank_config import RankConfig
 from ..common.run_folder import RunFolder, RunStore
 from .launcher import Launcher
@@ -31,7 +31,7 @@ def choose_run(store: RunStore, resume: bool, store_given: bool) -> tuple[RunFol
             raise InputError("resume needs storePath (--store): the store of the run to "
                              "continue.")
         if not unfinished:
-            raise InputError(f"resume: {store.runs_dir} has no unfinished run with a "
+            raise InputError(f"resume (--resume): {store.runs_dir} has no unfinished run with a "
                              "checkpoint to continue; start without resume.")
         return unfinished[-1], True
     if unfinished:
@@ -61,7 +61,7 @@ def check_run_matches(run: RunFolder, config: RankConfig, num_proc: int) -> None
                if before.get(k) != identity[k]]
     if changed:
         raise InputError(f"cannot resume {run.path}: it trains something else now "
-                         f"({'; '.join(changed)}); start a new run without resume.")
+                         f"({'; '.join(changed)}); start a new run without resume (--resume).")
 
 
 @dataclasses.dataclass
@@ -71,6 +71,9 @@ class RetryPolicy:
     verbose: bool
     grace: float = 30.0  # seconds the others may stay blocked after a rank failed
     poll_interval: float = 1.0  # seconds between the watchdog's and the progress' looks
+    #: The signal that told the driver to stop (SIGINT/SIGTERM), else None; a failure after
+    #: one is the stop itself and is not retried.
+    stopped_by: Callable[[], int | None] = lambda: None
 
 
 def run_with_retries(launcher: Launcher, fn: Callable[[RankConfig], dict], config: RankConfig,
@@ -94,6 +97,8 @@ def run_with_retries(launcher: Launcher, fn: Callable[[RankConfig], dict], confi
                                           policy.verbose)
             return sorted(results, key=lambda r: r["rank"]), attempt
         except Exception as err:
+            if policy.stopped_by():  # the ranks died because we stopped them
+                raise Interrupted(policy.stopped_by()) from err
             detail = run.rank_errors(clear=True)
             if watchdog.reason:
                 detail = (detail + "\n" if detail else "") + watchdog.reason

@@ -62,8 +62,11 @@ def test_hostile_csv_is_handled_or_rejected_with_line_column_and_reason(spark, t
     assert parsed.total == data_rows and good + parsed.bad == data_rows  # nothing dropped
     bad = {r["_line"]: (r["_column"], r["_reason"]) for r in parsed.bad_rows.collect()}
     assert set(bad) == set(rejected), bad
+    raw = {r["_line"]: r["_raw"] for r in parsed.bad_rows.collect()}
     for line, (column, words) in rejected.items():
         assert bad[line][0] == column and words in bad[line][1], (line, bad[line])
+        # every rejected row carries its own text, duplicates included
+        assert raw[line] == lines[line - 2].decode("utf-8", errors="replace"), raw[line]
     if rejected:
         message = bad_rows_message(parsed)
         first = min(rejected)

@@ -33,7 +33,12 @@ def test_train_saves_a_pipeline_model_that_scores_raw_csv_columns(trained, spark
                                                                    range(1, 11)]
     assert (trained / "model" / "_SUCCESS").exists()
     assert list((trained / "store" / "runs").glob("*/data")) == []  # the Parquet copy is gone
-    assert list((trained / "store" / "runs").glob("*/history.json"))
+    history = json.loads(next((trained / "store" / "runs").glob("*/history.json")).read_text())
+    splits = json.loads((trained / "data" / "metadata.json").read_text())["splits"]
+    # train --data trains on the prepared train split whole and validates on the prepared
+    # validation split (not on a fraction held out of train)
+    assert sum(history["shard_rows"]) == splits["train"]["rows"]
+    assert history["history"][0]["val_loss"] > 0
 
 
 def test_evaluate_a_labelled_csv_writes_json_and_plots(trained, capsys):
@@ -52,7 +57,7 @@ def test_evaluate_a_labelled_csv_writes_json_and_plots(trained, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--test", str(trained / "labelled.csv"),
                  "--model", str(trained / "model"), "--out", str(out)]) == 2
-    assert "already exists (a complete result); pass --overwrite" in capsys.readouterr().err
+    assert "already exists (a complete hvd-otto result); pass --overwrite" in capsys.readouterr().err
     # the prepared validation split scores too (the Keras stage on prepared features)
     assert main(["evaluate", "--data", str(trained / "data"),
                  "--model", str(trained / "model")]) == 0
@@ -76,8 +81,13 @@ def test_predict_writes_a_kaggle_submission_once(trained, capsys):
     capsys.readouterr()
     assert main(["predict", "--test", str(trained / "test.csv"), "--model", str(trained / "model"),
                  "--out", str(sub)]) == 2
-    assert "already exists" in capsys.readouterr().err and sub.read_bytes() == before
-    assert [p.name for p in trained.iterdir() if p.name.startswith(".submission.csv.tmp")] == []
+    err = capsys.readouterr().err
+    assert "already exists (a file); pass --overwrite" in err and sub.read_bytes() == before
+    assert [p.name for p in trained.iterdir() if p.name.startswith(".submission.csv")] == []
+    assert main(["predict", "--test", str(trained / "test.csv"), "--model", str(trained / "model"),
+                 "--out", str(sub), "--overwrite"]) == 0  # an earlier submission is replaced
+    assert sub.read_bytes() == before
+    assert [p.name for p in trained.iterdir() if p.name.startswith(".submission.csv")] == []
 
 
 BAD_INPUT_CASES = [
@@ -172,8 +182,9 @@ def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys)
     out = tmp_path / "out"
     assert main(["pipeline", "--train", str(tmp_path / "train.csv"), "--test",
                  str(tmp_path / "test.csv"), "--out", str(out), "--epochs", "2"]) == 0
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "_SUCCESS", "confusion_matrix.png", "learning_curve.png", "metrics.json", "model",
+    assert not list(out.rglob("*.crc"))  # no Hadoop checksum files beside the outputs
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_HVD_OTTO", "_SUCCESS", "confusion_matrix.png", "learning_curve.png", "metrics.json", "model",
         "submission.csv", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["job"] == "pipeline" and summary["epochs"] == 2

@@ -36,3 +36,40 @@ def test_good_options_parse():
     assert args.split == "train"
     args = build_parser().parse_args(BASE["pipeline"] + ["--holdout", "0"])
     assert args.holdout == 0.0
+
+
+def test_the_interrupted_line_says_how_to_resume_only_when_there_is_something_to_resume():
+    import signal
+
+    from hvd_otto.app.cli import interrupted_message
+    from hvd_otto.common.errors import Interrupted
+
+    with_run = interrupted_message(Interrupted(signal.SIGTERM, run="file:///s/runs/abc"), "train")
+    assert with_run.startswith("interrupted by SIGTERM: 'train' stopped; no output was committed")
+    assert "file:///s/runs/abc" in with_run and "--resume" in with_run and "\n" not in with_run
+    assert "give --store" in interrupted_message(Interrupted(signal.SIGINT), "pipeline")
+    assert "--resume" not in interrupted_message(KeyboardInterrupt(), "predict")
+    assert Interrupted(signal.SIGINT).exit_code == 130
+
+
+def test_sigterm_during_a_command_exits_143_and_runs_its_cleanup(monkeypatch, capsys, tmp_path):
+    """The CLI turns SIGTERM into a clean stop: finally blocks run (temp files go), exit 143."""
+    import os
+    import signal
+
+    from hvd_otto.app import cli, commands
+
+    marker = tmp_path / "temp-file"
+
+    def command(args):
+        marker.write_text("x")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            marker.unlink()
+
+    monkeypatch.setattr(commands, "run_predict", command)
+    monkeypatch.setattr(cli, "cancel_spark_jobs", lambda: None)
+    code = cli.main(["predict", "--test", "t.csv", "--model", "m", "--out", "o.csv"])
+    assert code == 143 and not marker.exists()
+    assert "interrupted by SIGTERM: 'predict' stopped" in capsys.readouterr().err

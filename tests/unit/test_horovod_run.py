@@ -66,3 +66,38 @@ def test_run_restores_horovods_function_even_when_the_run_fails(monkeypatch):
     with pytest.raises(RuntimeError):
         horovod_run.run(print, (), 2, profile="PROFILE")
     assert seen == [True] and runner._make_spark_thread is original
+
+
+def test_horovods_launcher_takes_over_the_signals_only_through_register_shutdown_event():
+    """What run() replaces: the one place Horovod's Gloo launcher installs signal handlers."""
+    from horovod.runner import gloo_run
+
+    launch_source = inspect.getsource(gloo_run.launch_gloo)
+    assert "event = register_shutdown_event()" in launch_source
+    module_source = inspect.getsource(gloo_run)
+    assert module_source.count("signal.signal(") == 2  # both inside register_shutdown_event
+    assert "signal.signal(" in inspect.getsource(gloo_run.register_shutdown_event)
+
+
+def test_during_a_run_horovod_gets_our_event_and_the_signal_handlers_stay(monkeypatch):
+    import signal
+
+    import horovod.spark
+    from horovod.runner import gloo_run
+
+    from hvd_otto.driver import horovod_run
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    events = []
+
+    def fake_run(fn, args, num_proc, **kwargs):
+        events.append(gloo_run.register_shutdown_event())  # what launch_gloo does
+        assert signal.getsignal(signal.SIGTERM) is handler_before
+        horovod_run.stop_ranks()  # what the driver's stop hook does
+        return ["ok"]
+
+    original = gloo_run.register_shutdown_event
+    monkeypatch.setattr(horovod.spark, "run", fake_run)
+    assert horovod_run.run(print, (), 2) == ["ok"]
+    assert events[0].is_set(), "stop_ranks must set Horovod's shutdown event"
+    assert gloo_run.register_shutdown_event is original

@@ -172,3 +172,43 @@ def test_summary_requires_identical_ranks_and_times_the_launch(tmp_path):
     assert summary["rank_digests"] == ["d1", "d1"] and summary["run"].startswith("file://")
     with pytest.raises(TrainingError, match="different weights"):
         summarise([result(0), result(1, digest="d2")], config, 2, 1, 100.0, 130.0)
+
+
+def test_a_signal_to_the_driver_stops_the_run_without_a_retry(tmp_path):
+    """SIGTERM arrives while the ranks run: they are stopped, Interrupted is raised, and the
+    second scripted attempt is never launched; the committed checkpoint stays for resume."""
+    import signal
+
+    from hvd_otto.common.errors import Interrupted
+    from hvd_otto.common.signals import StopSignals
+
+    def signalled_mid_run(config, run):
+        os.makedirs(run.checkpoints_dir, exist_ok=True)
+        open(run.checkpoint("epoch-0001.weights.h5"), "w").close()
+        run.commit_history({"history": [{"epoch": 1}], "last_weights": "epoch-0001.weights.h5"})
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the handler raises before this line")
+
+    launcher = FakeLauncher(signalled_mid_run, succeed)
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals(on_stop=launcher.cancel) as signals:
+        policy = dataclasses.replace(POLICY, stopped_by=lambda: signals.received)
+        with pytest.raises(Interrupted) as caught:
+            run_with_retries(launcher, None, config_in(tmp_path), 2, policy)
+    assert caught.value.exit_code == 143 and launcher.cancelled.is_set()
+    assert len(launcher.configs) == 1  # no retry
+    assert RunFolder(launcher.configs[0].run_dir).load_checkpoint()
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers given back
+
+
+def test_a_rank_failure_after_a_stop_request_is_not_retried(tmp_path):
+    """The ranks may die of the stop before the driver's handler runs: still no retry."""
+    import signal
+
+    from hvd_otto.common.errors import Interrupted
+
+    launcher = FakeLauncher(die_after_committing_epoch_1, succeed)
+    policy = dataclasses.replace(POLICY, stopped_by=lambda: signal.SIGINT)
+    with pytest.raises(Interrupted) as caught:
+        run_with_retries(launcher, None, config_in(tmp_path), 2, policy)
+    assert caught.value.exit_code == 130 and len(launcher.configs) == 1
