@@ -109,7 +109,7 @@ def test_not_a_saved_model_is_a_clear_error(spark, tmp_path):
 def test_too_many_ranks_fails_fast_naming_both_numbers(small_data):
     train, _ = small_data
     started = time.monotonic()
-    with pytest.raises(InputError, match=r"numProc=5 needs 5 concurrent Spark task slots, "
+    with pytest.raises(InputError, match=r"numProc=5 \(--num-proc\) needs 5 concurrent Spark task slots, "
                                          r"but the cluster has 2"):
         HorovodKerasEstimator(numProc=5, startTimeout=5).fit(train)
     assert time.monotonic() - started < 30
@@ -125,6 +125,42 @@ def test_a_failing_rank_surfaces_its_traceback(small_data, tmp_path):
     text = str(err.value)
     assert "Horovod training failed" in text and "--- rank-0 ---" in text
     assert "modelConfig does not describe a Keras model" in text
+
+
+class FailingLauncher:
+    """Starts no rank: every launch fails as a rank failure would."""
+
+    is_local = True
+
+    def __init__(self, sc):
+        self.launches = 0
+
+    def launch(self, fn, config, num_proc, start_timeout, verbose):
+        self.launches += 1
+        raise RuntimeError("rank 1 exited with status 1")
+
+    def cancel(self):
+        pass
+
+    def task_slots(self):
+        return 2
+
+    def describe(self):
+        return "a launcher that fails"
+
+    def rank_cpus(self):
+        return 1
+
+
+def test_a_failed_fit_leaves_no_temporary_store(small_data, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    est = HorovodKerasEstimator(numProc=2, epochs=1, maxRetries=0, verbose=0)
+    est.setLauncher(FailingLauncher)
+    with pytest.raises(RuntimeError, match="rank 1 exited"):
+        est.fit(small_data[0].limit(100))
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the seed's flow on the real Otto data (one 2-rank fit) ---------------------------------

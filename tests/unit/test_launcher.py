@@ -40,7 +40,7 @@ class FakeClock:
 
 def test_local_mode_fails_at_once_naming_both_numbers():
     clock = FakeClock()
-    with pytest.raises(InputError, match=r"numProc=4 needs 4 .* has 2 \(master local\[2\]\)"):
+    with pytest.raises(InputError, match=r"numProc=4 \(--num-proc\) needs 4 .* has 2 \(master local\[2\]\)"):
         wait_for_task_slots(lambda: 2, 4, 60, True, "master local[2]", clock, clock.sleep)
     assert clock.sleeps == 0
 
@@ -55,7 +55,7 @@ def test_a_cluster_waits_for_executors_to_register():
 @pytest.mark.parametrize("timeout, waited", [(60, 30), (5, 5)])
 def test_a_cluster_gives_up_after_min_of_timeout_and_30_s(timeout, waited):
     clock = FakeClock()
-    with pytest.raises(InputError, match="lower numProc or add executors"):
+    with pytest.raises(InputError, match=r"lower numProc \(--num-proc\) or add executors"):
         wait_for_task_slots(lambda: 1, 2, timeout, False, "spark://h", clock, clock.sleep)
     assert clock.now == waited
 

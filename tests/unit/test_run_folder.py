@@ -92,7 +92,7 @@ def test_identity_round_trip(tmp_path):
 def test_an_unwritable_store_fails_at_once_naming_it(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(InputError, match=f"storePath {blocker} is not writable"):
+    with pytest.raises(InputError, match=rf"storePath \(--store\) {blocker} is not writable"):
         RunStore(str(blocker)).check_writable()
     RunStore(str(tmp_path / "fine")).check_writable()
     assert os.listdir(tmp_path / "fine" / "runs") == []  # the probe is removed
