@@ -336,7 +336,8 @@ def bench_retry(args) -> dict:
         history = model.getHistory()
         runs[name] = {"seconds": seconds, "attempts": model.getSummary()["attempts"],
                       "epochs": [h["epoch"] for h in history],
-                      "final_val_loss": history[-1]["val_loss"]}
+                      "final_val_loss": history[-1]["val_loss"],
+                      "val_loss": [round(h["val_loss"], 4) for h in history]}
     extra = runs["one rank killed"]["seconds"] - runs["uninterrupted"]["seconds"]
     figures = {"epochs": args.epochs, "fault": f"rank 1 killed in epoch {fault_epoch}",
                "runs": runs, "extra_seconds": extra}

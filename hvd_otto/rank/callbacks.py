@@ -25,6 +25,24 @@ def weights_digest(model) -> str:
     return digest.hexdigest()[:16]
 
 
+def save_optimizer_state(model, path: str) -> None:
+    """The optimizer's variables (step count, moment estimates) as one ``.npz`` file."""
+    import numpy as np
+
+    weights = model.optimizer.get_weights()
+    np.savez(path, **{f"v{i:04d}": w for i, w in enumerate(weights)})
+
+
+def load_optimizer_state(model, path: str) -> None:
+    """Restore what :func:`save_optimizer_state` wrote into a compiled model's optimizer."""
+    import numpy as np
+
+    with np.load(path) as saved:
+        weights = [saved[name] for name in sorted(saved.files)]
+    model.optimizer._create_all_weights(model.trainable_variables)  # legacy optimizers
+    model.optimizer.set_weights(weights)
+
+
 class TrainingState(_keras_callback_base()):
     """History, best weights, early stopping and learning-rate decay, resumable after a crash.
 
@@ -59,6 +77,8 @@ class TrainingState(_keras_callback_base()):
         self.history = list(saved["history"])
         self.rules.restore(saved["counters"])
         model.load_weights(self.run.checkpoint(saved["last_weights"]))
+        if saved.get("last_optimizer"):  # moment estimates and step count continue
+            load_optimizer_state(model, self.run.checkpoint(saved["last_optimizer"]))
         tf.keras.backend.set_value(model.optimizer.lr, self.rules.lr)
         if saved.get("best_weights"):
             current = model.get_weights()
@@ -70,15 +90,18 @@ class TrainingState(_keras_callback_base()):
         os.makedirs(self.run.checkpoints_dir, exist_ok=True)
         last = f"epoch-{self.completed:04d}.weights.h5"
         self.model.save_weights(self.run.checkpoint(last))
+        optimizer = f"epoch-{self.completed:04d}.optimizer.npz"
+        save_optimizer_state(self.model, self.run.checkpoint(optimizer))
         best_epoch = self.rules.best_epoch
         best = f"best-epoch-{best_epoch:04d}.weights.h5" if best_epoch is not None else None
         if improved:
             self.model.save_weights(self.run.checkpoint(best))
         self.run.commit_history({  # the commit point of this epoch
             "history": self.history, "best_epoch": best_epoch, "epochs": self.epochs,
-            "last_weights": last, "best_weights": best, "counters": self.rules.counters()})
+            "last_weights": last, "last_optimizer": optimizer, "best_weights": best,
+            "counters": self.rules.counters()})
         for name in os.listdir(self.run.checkpoints_dir):
-            if name not in (last, best):
+            if name not in (last, optimizer, best):
                 os.remove(self.run.checkpoint(name))
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -107,6 +130,39 @@ class TrainingState(_keras_callback_base()):
             tf.keras.backend.set_value(self.model.optimizer.lr, verdict.lr)
         if self.rank == 0:
             self._commit(verdict.improved)
+
+
+class EpochRandomness(_keras_callback_base()):
+    """Reseed every random layer (Dropout, GaussianNoise, …) at the start of each epoch from
+    (seed, epoch, rank), so a resumed run draws the masks an uninterrupted run draws.
+
+    Needs Keras' ``tf.random.Generator`` RNG (``enable_tf_random_generator()`` before the model
+    is built): its per-layer state can be reset, where the legacy ops' state cannot.
+    """
+
+    def __init__(self, seed: int, rank: int):
+        super().__init__()
+        self.seed, self.rank = seed, rank
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from .shards import epoch_seed
+
+        base = epoch_seed(self.seed, epoch + 1, self.rank)
+        for i, generator in enumerate(random_generators(self.model)):
+            generator.reset_from_seed(base * 1_009 + i)  # no two (epoch, layer) pairs share one
+
+
+def random_generators(model) -> list:
+    """The ``tf.random.Generator`` of every random layer of ``model`` (nested ones included)."""
+    generators = []
+    for layer in model.submodules:
+        rng = getattr(layer, "_random_generator", None)
+        if rng is None or not hasattr(rng, "_maybe_init"):
+            continue
+        rng._maybe_init()
+        if getattr(rng, "_generator", None) is not None:
+            generators.append(rng._generator)
+    return generators
 
 
 class FaultInjection(_keras_callback_base()):

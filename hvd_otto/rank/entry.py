@@ -39,8 +39,10 @@ def _train(config: RankConfig) -> dict:
     model, lr = _compiled_model(config, size)
     state, resumed_after = _training_state(config, run, rank, size, model, train["steps"], lr,
                                            monitor="val_loss" if val else "loss")
+    from .callbacks import EpochRandomness
+
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                 hvd.callbacks.MetricAverageCallback()]
+                 hvd.callbacks.MetricAverageCallback(), EpochRandomness(config.seed, rank)]
     if config.warmup_epochs > state.completed:
         callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
             initial_lr=lr, warmup_epochs=config.warmup_epochs, momentum_correction=False,
@@ -52,9 +54,9 @@ def _train(config: RankConfig) -> dict:
         callbacks.append(FaultInjection(config.fault, rank, run))
     with train["reader"], (val["reader"] if val else contextlib.nullcontext()):
         if not state.stopped and state.completed < config.epochs:
-            model.fit(train["dataset"], steps_per_epoch=train["steps"], epochs=config.epochs,
-                      initial_epoch=state.completed,
-                      validation_data=val["dataset"] if val else None,
+            model.fit(train["stream"](state.completed), steps_per_epoch=train["steps"],
+                      epochs=config.epochs, initial_epoch=state.completed,
+                      validation_data=val["stream"](0) if val else None,
                       validation_steps=val["steps"] if val else None,
                       callbacks=callbacks, verbose=0)
     return _result(model, state, rank, choice, backend, train["rows"], resumed_after,
@@ -114,9 +116,12 @@ def _datasets(config: RankConfig, rank: int, size: int) -> dict:
 def _compiled_model(config: RankConfig, size: int):
     """The model, compiled with Horovod's DistributedOptimizer at the LR scaled by ``size``."""
     import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
 
     from ..common.keras_model import make_optimizer, model_from_spec
 
+    # Random layers draw from tf.random.Generator, whose state EpochRandomness can reset.
+    tf.keras.backend.experimental.enable_tf_random_generator()
     model = model_from_spec(config.model, config.n_features, config.n_classes)
     lr = config.learning_rate * size
     optimizer = hvd.DistributedOptimizer(make_optimizer(config.optimizer, lr))

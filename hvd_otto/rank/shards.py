@@ -9,6 +9,12 @@ import math
 from ..common.rank_config import RankConfig
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's epoch: its data order and dropout masks derive from it alone, so
+    a run resumed at epoch k draws what an uninterrupted run draws there."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank) % 2**31
+
+
 def steps_for(shard_rows: list[int], batch_size: int) -> int:
     """Steps per epoch that every rank runs: enough for the largest shard to be seen whole.
 
@@ -51,10 +57,16 @@ def count_shard(url: str, rank: int, size: int) -> int:
 
 
 def shard_dataset(config: RankConfig, url: str, rank: int, size: int, shuffle: bool) -> dict:
-    """A repeating tf.data pipeline over this rank's shard, in memory when it fits.
+    """This rank's shard as tf.data, in memory when it fits.
 
-    Returns ``dataset``, ``steps`` (the same on every rank), ``rows`` and ``reader`` (a context
-    manager to close when training ends).
+    Returns ``steps`` (the same on every rank), ``rows``, ``reader`` (a context manager to
+    close when training ends) and ``stream(first_epoch)``: the batches of epochs
+    ``first_epoch + 1 .. config.epochs``, exactly ``steps`` per epoch. In memory, the shard is
+    held once and each batch gathered by row index; each epoch's order is a full shuffle of the
+    indices seeded by :func:`epoch_seed` (none for validation, whose batches are the same every
+    epoch), so a resumed run sees the batches an uninterrupted one would.
+    Streamed shards (larger than ``cacheLimitMb``) are shuffled by row group and buffer, and
+    their order after a resume is not the uninterrupted run's.
     """
     import horovod.tensorflow as hvd_tf
     import numpy as np
@@ -64,13 +76,29 @@ def shard_dataset(config: RankConfig, url: str, rank: int, size: int, shuffle: b
     rows = count_shard(url, rank, size)
     all_rows = hvd_tf.allgather_object(rows, name=f"rows-{url.rsplit('/', 1)[-1]}")
     steps = steps_for(all_rows, batch)
+    per_epoch = steps * batch
     in_memory = rows * config.n_features * 4 <= config.cache_limit_bytes
     if in_memory:
         data = read_shard(url, rank, size)
-        x = data["features"].astype(np.float32, copy=False)
-        y = data["label"].astype(np.int32, copy=False)
-        ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+        with tf.device("/cpu:0"):  # host memory; each batch is gathered by row index
+            x = tf.Variable(data["features"].astype(np.float32, copy=False), trainable=False)
+            y = tf.Variable(data["label"].astype(np.int32, copy=False), trainable=False)
         reader = contextlib.nullcontext()
+
+        def one_epoch(epoch):
+            """An epoch's row indices: a full shuffle seeded by (seed, epoch, rank)."""
+            order = tf.data.Dataset.range(rows)
+            if shuffle:
+                order = order.shuffle(rows, seed=epoch_seed(config.seed, epoch, rank),
+                                      reshuffle_each_iteration=False)
+            return order.repeat().take(per_epoch)
+
+        def stream(first_epoch: int):
+            # validation: finite, the same batches every epoch (Keras restarts it each time)
+            indices = one_epoch(0) if not shuffle else tf.data.Dataset.range(
+                first_epoch + 1, config.epochs + 1).flat_map(one_epoch)
+            return (indices.batch(batch).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+                    .prefetch(tf.data.AUTOTUNE))
     else:
         from petastorm import make_batch_reader
         from petastorm.tf_utils import make_petastorm_dataset
@@ -79,13 +107,14 @@ def shard_dataset(config: RankConfig, url: str, rank: int, size: int, shuffle: b
                                    schema_fields=["features", "label"],
                                    reader_pool_type=READER_POOL, shuffle_row_groups=shuffle,
                                    seed=config.seed + rank)
-        ds = make_petastorm_dataset(reader).map(lambda b: (b.features, b.label)).unbatch()
-    ds = ds.repeat()
-    if shuffle:
-        ds = ds.shuffle(min(rows, 20000), seed=config.seed + rank)
-    ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+        streamed = make_petastorm_dataset(reader).map(lambda b: (b.features, b.label)).unbatch()
+        if shuffle:
+            streamed = streamed.shuffle(min(rows, 20000), seed=config.seed + rank)
+
+        def stream(first_epoch: int):
+            return streamed.batch(batch).prefetch(tf.data.AUTOTUNE)
     if rank == 0:
         mode = "in memory" if in_memory else "streamed"
         print(f"rank 0: {url.rsplit('/', 1)[-1]} shards {all_rows} rows, {steps} steps of "
               f"{batch} per rank, {mode}", flush=True)
-    return {"dataset": ds, "steps": steps, "rows": rows, "reader": reader}
+    return {"stream": stream, "steps": steps, "rows": rows, "reader": reader}

@@ -47,7 +47,7 @@ def _train_frame(spark, prepared):
 
 
 def test_a_rank_death_mid_epoch_is_retried_from_the_checkpoint(spark, prepared, tmp_path,
-                                                               fault, caplog):
+                                                               fault, caplog, monkeypatch):
     fault("rank=1,epoch=2,batch=2")
     est = HorovodKerasEstimator(numProc=2, epochs=4, earlyStoppingPatience=0, maxRetries=1,
                                 storePath=str(tmp_path / "store"))
@@ -63,6 +63,15 @@ def test_a_rank_death_mid_epoch_is_retried_from_the_checkpoint(spark, prepared, 
     losses = [h["val_loss"] for h in model.getHistory()]
     assert losses[-1] < losses[0]  # training went on from the weights, not from scratch
     assert len(set(summary["rank_digests"])) == 1
+    # exact resume: the same fit uninterrupted ends with the same weights and figures
+    # (optimizer state in the checkpoint; data order and dropout from seed, epoch and rank)
+    monkeypatch.delenv(FAULT_ENV)
+    straight = est.copy({est.storePath: str(tmp_path / "straight")}).fit(
+        _train_frame(spark, prepared))
+    assert straight.getSummary()["attempts"] == 1
+    assert straight.getSummary()["rank_digests"] == summary["rank_digests"]
+    for a, b in zip(straight.getHistory(), model.getHistory()):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6), (a, b)
 
 
 def test_resume_continues_a_failed_run_and_a_new_run_never_clobbers_it(prepared, tmp_path,
