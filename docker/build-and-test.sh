@@ -126,7 +126,9 @@ if [ "$ENGINE" = podman ]; then
                  --build-arg "HOST_CA_BUNDLE=/etc/ssl/certs/host-ca-bundle.crt")
   fi
 fi
-say "building $IMAGE from $BASE_IMAGE with $DOCKERFILE$([ "$GPU" = 1 ] && echo " (CUDA_FROM=$CUDA_FROM)")"
+what="$IMAGE from $BASE_IMAGE with $DOCKERFILE"
+if [ "$GPU" = 1 ]; then what="$what (CUDA_FROM=$CUDA_FROM)"; fi
+say "building $what"
 "$ENGINE" build "${build_args[@]}" .
 build_seconds=$(seconds "$started")
 say "image built in $build_seconds s"

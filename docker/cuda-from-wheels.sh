@@ -63,7 +63,8 @@ trap 'rm -rf "$work"' EXIT
 say "fetching $NVCC_DEB from $MIRROR (trixie non-free)"
 mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/apt/parts"
 echo "deb $MIRROR trixie non-free" >"$work/apt/sources.list"
-apt_opts=(-o "Dir::Etc::sourcelist=$work/apt/sources.list" -o "Dir::Etc::sourceparts=$work/apt/parts"
+apt_opts=(-o "Dir::Etc::sourcelist=$work/apt/sources.list"
+          -o "Dir::Etc::sourceparts=$work/apt/parts"
           -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache"
           -o APT::Sandbox::User=root)
 apt-get "${apt_opts[@]}" update -qq
@@ -114,7 +115,7 @@ EOF
   echo "Assembled by docker/cuda-from-wheels.sh to build Horovod (HOROVOD_CUDA_HOME=$DEST)."
   echo "nvcc, cicc, cudafe++, fatbinary, nvlink, bin2c: Debian trixie non-free $NVCC_DEB"
   echo "headers, crt, ptxas, nvvm: ${BUILD_WHEELS[*]}"
-  echo "lib64/libcudart.so, libnccl.so, include/nccl.h: links to $site/nvidia (tensorflow[and-cuda])"
+  echo "lib64/libcudart.so, libnccl.so, include/nccl.h: links to $site/nvidia"
   echo "lib64/libcudadevrt.a: an empty archive (Horovod uses no relocatable device code)"
 } >"$DEST/SOURCES"
 
@@ -126,10 +127,11 @@ ldconfig
 cat >"$work/check.cu" <<'EOF'
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-__global__ void scale(__half* x, float f) { x[threadIdx.x] = __float2half(__half2float(x[threadIdx.x]) * f); }
+__global__ void twice(__half* x) { x[threadIdx.x] = __hadd(x[threadIdx.x], x[threadIdx.x]); }
 int main() { int n = 0; return cudaGetDeviceCount(&n) == cudaSuccess ? 0 : 1; }
 EOF
-"$DEST/bin/nvcc" -cudart shared -gencode arch=compute_70,code=sm_70 -o "$work/check" "$work/check.cu" \
+"$DEST/bin/nvcc" -cudart shared -gencode arch=compute_70,code=sm_70 \
+  -o "$work/check" "$work/check.cu" \
   2> >(grep -v 'Skipping incompatible .*libcudadevrt.a' >&2)
 libs=$(ldd "$work/check")
 case "$libs" in

@@ -21,9 +21,9 @@ def installed_discovery_path() -> str:
 
 
 def test_make_docker_test_gpu_builds_with_the_shared_script_and_ci_does_not_run_it():
-    target = re.search(r"^docker-test-gpu:\n\t(.+)$", MAKEFILE, re.M)
+    target = re.search(r"^docker-test-gpu:\n\t(.+)$", MAKEFILE, re.MULTILINE)
     assert target and target.group(1).strip() == "bash docker/build-and-test.sh --gpu"
-    assert "docker-test-gpu" in re.search(r"^\.PHONY:(.*)$", MAKEFILE, re.M).group(1)
+    assert "docker-test-gpu" in re.search(r"^\.PHONY:(.*)$", MAKEFILE, re.MULTILINE).group(1)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make docker-test\n" in ci
     assert "docker-test-gpu" not in ci and "--gpu" not in ci
@@ -31,7 +31,7 @@ def test_make_docker_test_gpu_builds_with_the_shared_script_and_ci_does_not_run_
 
 def test_the_build_script_has_a_gpu_option_that_passes_cuda_from():
     script = SCRIPT.read_text()
-    assert re.search(r"^\s+--gpu\) GPU=1 ;;$", script, re.M)
+    assert re.search(r"^\s+--gpu\) GPU=1 ;;$", script, re.MULTILINE)
     assert 'DOCKERFILE=docker/Dockerfile.gpu' in script
     assert '--build-arg "CUDA_FROM=$CUDA_FROM"' in script
     for tick in ("TensorFlow", "Gloo", "NCCL"):  # what the image check requires of Horovod
@@ -54,14 +54,15 @@ def test_the_gpu_dockerfile_takes_both_cuda_sources_as_a_build_argument():
 
 
 def test_the_gpu_image_builds_the_pinned_horovod_with_nccl_for_cuda_12_architectures():
-    version = re.search(r"^HOROVOD_VERSION := (\S+)$", MAKEFILE, re.M).group(1)
+    version = re.search(r"^HOROVOD_VERSION := (\S+)$", MAKEFILE, re.MULTILINE).group(1)
     assert f"horovod=={version}" in DOCKERFILE
     assert "HOROVOD_GPU_OPERATIONS=NCCL" in DOCKERFILE
     # CUDA 12's nvcc rejects sm_35/sm_37, which Horovod's own default list would include
-    archs = re.search(r"^ARG CUDA_CC_LIST=([\d,]+)$", DOCKERFILE, re.M).group(1).split(",")
+    archs = re.search(r"^ARG CUDA_CC_LIST=([\d,]+)$", DOCKERFILE, re.MULTILINE).group(1).split(",")
     assert archs and min(int(a) for a in archs) >= 50
     requirements = (ROOT / "requirements.txt").read_text()
-    assert re.search(r"^tensorflow-cpu==2\.15\.1$", requirements, re.M)  # what the sed swaps
+    # what the Dockerfile's sed swaps for tensorflow[and-cuda]
+    assert re.search(r"^tensorflow-cpu==2\.15\.1$", requirements, re.MULTILINE)
 
 
 def test_the_readme_names_the_discovery_script_where_the_gpu_image_installs_it():
