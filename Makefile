@@ -11,7 +11,7 @@ HOROVOD_VERSION := 0.28.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test unit check-build docker-test clean
+.PHONY: setup demo test unit check-build docker-test docker-test-gpu clean
 
 setup: $(STAMP)/project
 
@@ -59,6 +59,11 @@ unit: setup
 ## Build the CPU Docker image and run the demo inside it (docker, or podman/buildah; see README).
 docker-test:
 	bash docker/build-and-test.sh
+
+## Build the GPU image, check it (TensorFlow's CUDA build, Horovod with NCCL, doctor) and run the
+## demo inside it on the CPU. Large (about 7 GB) and slow: not part of .ci/run.
+docker-test-gpu:
+	bash docker/build-and-test.sh --gpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info
