@@ -120,7 +120,8 @@ def _baseline_fit(x, y, xh, yh, xt, epochs: int, batch: int, lr: float):
     """The single-process baseline: the same model (Estimator defaults) with tf.keras on numpy."""
     import tensorflow as tf
 
-    from hvd_otto.common.keras_model import build_mlp, make_optimizer
+    from hvd_otto.common.keras_model import build_mlp
+    from hvd_otto.common.keras_objects import make_optimizer
 
     print(f"baseline: tf.keras model.fit on numpy, {epochs} epochs, batch {batch}")
     started = time.perf_counter()

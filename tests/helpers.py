@@ -26,12 +26,32 @@ def make_config(**changes):
 
     values = dict(run_dir="/store/runs/r", train_url="file:///store/runs/r/data/train",
                   val_url=None, n_features=93, n_classes=9, model={"kind": "mlp"},
-                  optimizer="adam", learning_rate=0.001, batch_size=128, epochs=3, patience=4,
+                  optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=("accuracy",), learning_rate=0.001, batch_size=128, epochs=3, patience=4,
                   warmup_epochs=1, lr_decay_patience=1, seed=42, use_gpu="auto",
                   mixed_precision=False, cache_limit_bytes=1 << 20, cpu_threads=1,
-                  resume=False)
+                  resume=False, custom_objects={}, callbacks=())
     values.update(changes)
     return RankConfig(**values)
+
+
+def small_features_frame(spark, path: Path, rows: int, n_features: int, seed: int = 7):
+    """Synthetic Otto-shaped rows as ``id, features, label``: the seed's indexing and scaling."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import StandardScaler, StringIndexer, VectorAssembler
+
+    from hvd_otto.data import synthetic
+    from hvd_otto.data.csv_source import load_csv
+
+    synthetic.write_csv(str(path), rows=rows, seed=seed, n_features=n_features)
+    raw = load_csv(spark, str(path))
+    features = [c for c in raw.columns if c.startswith("feat_")]
+    prep = Pipeline(stages=[
+        StringIndexer(inputCol="target", outputCol="label", stringOrderType="alphabetAsc"),
+        VectorAssembler(inputCols=features, outputCol="raw"),
+        StandardScaler(inputCol="raw", outputCol="features", withMean=True),
+    ]).fit(raw)
+    return prep.transform(raw).select("id", "features", "label").cache()
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -212,6 +212,12 @@ def _add_pipeline(sub) -> None:
     _add_transform_arg(p)
     p.add_argument("--seed", type=int, default=default("seed"), help="seed of the holdout split")
     _add_train_args(p)
+    p.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                   help="record the run in MLflow: params, per-epoch metrics, holdout figures, "
+                        "plots and the model; URI = a tracking server or store (default: a "
+                        "file store in OUT/mlruns)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else hvd-otto)")
     _add_overwrite_arg(p)
     _add_spark_args(p)
     p.set_defaults(func=commands.run_pipeline)

@@ -209,7 +209,9 @@ def run_pipeline(args: argparse.Namespace):
     result = pipeline(spark, args.train, args.out, make_estimator(args), test=args.test,
                       id_col=args.id_col, label_col=args.label_col, bad_rows=args.bad_rows,
                       holdout=args.holdout, transform=args.transform, seed=args.seed,
-                      overwrite=args.overwrite, job=getattr(args, "job", "pipeline"))
+                      overwrite=args.overwrite, job=getattr(args, "job", "pipeline"),
+                      mlflow=getattr(args, "mlflow", None),
+                      experiment=getattr(args, "experiment", None))
     summary = result.summary
     print(f"trained {plural(summary['epochs'], 'epoch')} (best {summary['best_epoch']}) on "
           f"{plural(summary['num_proc'], 'rank')} in {summary['fit_seconds']:.1f} s")
@@ -222,6 +224,8 @@ def run_pipeline(args: argparse.Namespace):
     if args.test:
         print(f"submission: {result.out}/submission.csv ({summary['submission_rows']:,} rows)")
     print(f"model: {result.out}/model   figures: {result.out}/metrics.json and PNGs")
+    if summary.get("mlflow_run_id"):
+        print(f"MLflow run {summary['mlflow_run_id']} in {summary['mlflow_tracking_uri']}")
     return result
 
 

@@ -63,6 +63,8 @@ def save_plots(figures: dict, history: list[dict], folder: str) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ..common.plots import save_learning_curve
+
     os.makedirs(folder, exist_ok=True)
     paths = []
     matrix = np.asarray(figures["confusion_matrix"], dtype=float)
@@ -79,18 +81,7 @@ def save_plots(figures: dict, history: list[dict], folder: str) -> list[str]:
     paths.append(os.path.join(folder, "confusion_matrix.png"))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
-    if history:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        epochs = [h["epoch"] for h in history]
-        for key in ("loss", "val_loss"):
-            if key in history[0]:
-                ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("log loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        paths.append(os.path.join(folder, "learning_curve.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+    curve = os.path.join(folder, "learning_curve.png")
+    if save_learning_curve(history, curve):
+        paths.append(curve)
     return paths

@@ -8,6 +8,8 @@ Output folder (committed atomically: complete with ``_SUCCESS`` or absent)::
     OUT/submission.csv         Kaggle submission of --test (when given)
     OUT/rejected/{train,test}/ quarantined rows (--bad-rows quarantine)
     OUT/summary.json           what ran, with which settings, and the headline figures
+    OUT/mlruns/                MLflow file store (--mlflow without a URI), written after the
+                               commit: an interrupted logging leaves a run that is not FINISHED
 """
 
 from __future__ import annotations
@@ -59,14 +61,22 @@ def save_model(fs: store.HadoopFs, model, url: str) -> None:
 def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = None,
                  id_col: str = "id", label_col: str = "target", bad_rows: str = "fail",
                  holdout: float = 0.2, transform: str = "log1p", seed: int = 42,
-                 overwrite: bool = False, job: str = "pipeline") -> PipelineResult:
-    """Fit the seed Pipeline on ``train`` minus a stratified holdout, evaluate, save, predict."""
+                 overwrite: bool = False, job: str = "pipeline", mlflow: str | None = None,
+                 experiment: str | None = None) -> PipelineResult:
+    """Fit the seed Pipeline on ``train`` minus a stratified holdout, evaluate, save, predict.
+
+    ``mlflow``: None = no tracking by the job; "" = a file store in ``OUT/mlruns``; else a
+    tracking URI. The job then records one run itself (the Estimator's own tracking is off).
+    """
     started = time.perf_counter()
     fs = store.HadoopFs(spark)
     out_url = store.to_url(out)
     store.check_output(fs, out_url, overwrite)
     if not 0 <= holdout < 1:
         raise InputError(f"--holdout must be in [0, 1), got {holdout}.")
+    tracking = _pipeline_tracking_uri(mlflow, out_url)
+    if tracking:
+        estimator.setTrackingUri("off")
     scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-pipeline-"))
     try:
         parsed, test_parsed = _read_inputs(spark, fs, train, test, scratch, id_col, label_col)
@@ -98,7 +108,56 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
                     done.rows.unpersist()
     finally:
         fs.delete(scratch)
+    if tracking:
+        summary.update(mlflow_run_id=_track(tracking, experiment, estimator, saved, figures,
+                                            summary), mlflow_tracking_uri=tracking)
     return PipelineResult(out_url, figures, summary)
+
+
+def _pipeline_tracking_uri(mlflow: str | None, out_url: str) -> str | None:
+    """The MLflow store of ``--mlflow [URI]``; checked (and mlflow imported) before any work."""
+    from pathlib import Path
+
+    from ..driver.tracking import require_mlflow
+
+    if mlflow is None:
+        return None
+    uri = mlflow
+    if not uri:
+        local = store.local_path(out_url)
+        if local is None:
+            raise InputError(f"--mlflow without a URI keeps a file store in OUT/mlruns, which "
+                             f"needs a local OUT ({out_url}); give a tracking URI.")
+        uri = (Path(local) / "mlruns").as_uri()
+    require_mlflow(uri)
+    return uri
+
+
+def _track(uri: str, experiment: str | None, estimator, saved: SavedModel,
+           figures: dict | None, summary: dict) -> str:
+    """Record the job as one MLflow run: the Estimator's params, per-epoch metrics, holdout
+    figures, plots, summary and model."""
+    import os
+
+    from ..driver.tracking import experiment_name, log_fit, tracked_params
+    from .evaluate import save_plots
+
+    keras = saved.keras_stage
+    with tempfile.TemporaryDirectory(prefix="hvd-otto-mlflow-") as tmp:
+        files = [os.path.join(tmp, "summary.json")]
+        with open(files[0], "w") as f:
+            json.dump(summary, f, indent=2)
+        metrics = {}
+        if figures:
+            metrics = {"holdout_log_loss": figures["log_loss"],
+                       "holdout_accuracy": figures["accuracy"]}
+            files.append(os.path.join(tmp, "metrics.json"))
+            with open(files[-1], "w") as f:
+                json.dump(figures, f, indent=2)
+            files += save_plots(figures, [], tmp)
+        return log_fit(uri, experiment_name(experiment), tracked_params(estimator),
+                       keras.getHistory(),
+                       keras.getModelBytes(), metrics, files)
 
 
 def _read_inputs(spark, fs, train: str, test: str | None, scratch: str, id_col: str,

@@ -17,7 +17,8 @@ USE_GPU_CHOICES = ("auto", "true", "false")
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One Param: ``kind`` is int, float, str, bool or list_int; ``default`` None = unset."""
+    """One Param: ``kind`` is int, float, str, bool, list_int or object (any Python value,
+    checked by the Estimator); ``default`` None = unset."""
 
     name: str
     kind: str
@@ -29,6 +30,9 @@ class ParamSpec:
 #: featuresCol, labelCol, predictionCol and probabilityCol).
 MODEL_PARAMS = (
     ParamSpec("predictBatchSize", "int", 4096, "rows per Arrow batch in transform()"),
+    ParamSpec("customObjects", "object", None,
+              "dict of custom Keras classes or functions by name, used wherever the model is "
+              "loaded (saved as import paths, never pickled)"),
 )
 
 #: The Estimator's own Params (besides the shared ones and pyspark's ``seed``).
@@ -37,8 +41,17 @@ TRAINING_PARAMS = (
     ParamSpec("epochs", "int", 40, "maximum number of epochs"),
     ParamSpec("batchSize", "int", 128, "batch size per rank"),
     ParamSpec("learningRate", "float", 0.001,
-              "learning rate for one rank; scaled by numProc"),
-    ParamSpec("optimizer", "str", "adam", f"optimizer, one of {', '.join(OPTIMIZERS)}"),
+              "learning rate for one rank of a named optimizer; scaled by numProc"),
+    ParamSpec("optimizer", "object", "adam",
+              f"optimizer: one of {', '.join(OPTIMIZERS)}, or a tf.keras optimizer object (its "
+              "class and config travel to the ranks; its learning rate is the one-rank rate, "
+              "scaled by numProc)"),
+    ParamSpec("loss", "object", "sparse_categorical_crossentropy",
+              "loss: a Keras name or a tf.keras.losses.Loss object"),
+    ParamSpec("metrics", "object", ["accuracy"],
+              "list of Keras metric names or tf.keras.metrics.Metric objects"),
+    ParamSpec("callbacks", "object", None,
+              "list of Keras callbacks run on every rank (not saved with the Estimator)"),
     ParamSpec("validationFraction", "float", 0.1,
               "fraction of rows held out for validation (0 = none)"),
     ParamSpec("validationCol", "str", None,
@@ -72,6 +85,14 @@ TRAINING_PARAMS = (
     ParamSpec("modelConfig", "str", None,
               "a Keras model as JSON (model.to_json()) instead of the default MLP"),
     ParamSpec("modelFile", "str", None, "a saved .keras model file to train instead of the MLP"),
+    ParamSpec("model", "object", None,
+              "a tf.keras.Model to train instead of the MLP (Sequential, functional or with "
+              "custom layers; it must end in a softmax over the classes)"),
+    ParamSpec("trackingUri", "str", None,
+              "MLflow tracking URI to record the fit in (default: MLFLOW_TRACKING_URI when "
+              "set; 'off' = never)"),
+    ParamSpec("experimentName", "str", None,
+              "MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else 'hvd-otto')"),
 )
 
 #: Defaults of pyspark's shared params as this project sets them.

@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Sequence
 
-from .defaults import OPTIMIZERS, default
+from .defaults import default
 
 
 def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] | None = None,
@@ -35,7 +35,8 @@ def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] | None = No
     return tf.keras.Sequential(layers, name="otto_mlp")
 
 
-def model_from_spec(spec: dict, n_features: int, n_classes: int):
+def model_from_spec(spec: dict, n_features: int, n_classes: int,
+                    custom_objects: dict | None = None):
     """Build the model a training run asks for: ``{"kind": "mlp"|"json"|"keras", ...}``."""
     import tensorflow as tf
 
@@ -44,29 +45,14 @@ def model_from_spec(spec: dict, n_features: int, n_classes: int):
         return build_mlp(n_features, n_classes, spec.get("hidden"), spec.get("dropout"),
                          spec.get("batch_norm"), spec.get("input_dropout"))
     if kind == "json":
-        model = tf.keras.models.model_from_json(spec["json"])
+        model = tf.keras.models.model_from_json(spec["json"], custom_objects=custom_objects)
         if not isinstance(model, tf.keras.Model):
             raise ValueError(f"modelConfig does not describe a Keras model (it gave a "
                              f"{type(model).__name__}); pass model.to_json() of a Keras model")
         return model
     if kind == "keras":
-        return model_from_bytes(spec["bytes"])
+        return model_from_bytes(spec["bytes"], custom_objects)
     raise ValueError(f"unknown model kind '{kind}'")
-
-
-def make_optimizer(name: str, learning_rate: float):
-    """A legacy Keras optimizer (what Horovod 0.28's DistributedOptimizer wraps reliably)."""
-    import tensorflow as tf
-
-    classes = {
-        "adam": tf.keras.optimizers.legacy.Adam,
-        "sgd": lambda learning_rate: tf.keras.optimizers.legacy.SGD(learning_rate, momentum=0.9),
-        "adadelta": tf.keras.optimizers.legacy.Adadelta,
-        "rmsprop": tf.keras.optimizers.legacy.RMSprop,
-    }
-    if name not in classes:
-        raise ValueError(f"unknown optimizer '{name}'; use one of {OPTIMIZERS}")
-    return classes[name](learning_rate=learning_rate)
 
 
 def model_to_bytes(model) -> bytes:
@@ -84,12 +70,35 @@ def model_to_bytes(model) -> bytes:
             return f.read()
 
 
-def model_from_bytes(data: bytes):
-    """Load a ``.keras`` file's bytes with ``safe_mode`` (no arbitrary code), uncompiled."""
+def model_from_bytes(data: bytes, custom_objects: dict | None = None):
+    """Load a ``.keras`` file's bytes with ``safe_mode`` (no arbitrary code), uncompiled;
+    ``custom_objects`` resolves the model's custom layers (a Lambda layer is still refused)."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         with open(path, "wb") as f:
             f.write(data)
-        return tf.keras.models.load_model(path, compile=False, safe_mode=True)
+        return tf.keras.models.load_model(path, custom_objects=custom_objects, compile=False,
+                                          safe_mode=True)
+
+
+def user_model_bytes(model, custom_objects: dict | None = None) -> bytes:
+    """A user's ``tf.keras.Model`` as ``.keras`` bytes, checked to load back in Keras safe_mode
+    (what every rank and scoring worker does) so an unsafe model fails here, clearly."""
+    import tensorflow as tf
+
+    from .errors import InputError
+
+    if not isinstance(model, tf.keras.Model):
+        raise InputError(f"model must be a tf.keras.Model, got {type(model).__name__}.")
+    data = model_to_bytes(model)
+    try:
+        model_from_bytes(data, custom_objects)
+    except Exception as err:  # noqa: BLE001 - any load failure is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise InputError(f"model: it does not load back with Keras safe_mode ({first}). A "
+                         "Lambda layer is refused: write a layer class instead; register custom "
+                         "classes with @tf.keras.saving.register_keras_serializable() or pass "
+                         "them in customObjects.") from None
+    return data

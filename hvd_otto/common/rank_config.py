@@ -1,4 +1,5 @@
-"""What the driver sends each Horovod rank: a frozen dataclass of plain data, no objects."""
+"""What the driver sends each Horovod rank: a frozen dataclass of plain data, plus the user's
+custom objects and callbacks, which travel the way Spark ships the training function."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ class RankConfig:
     n_features: int
     n_classes: int
     model: dict = field(hash=False)  # {"kind": "mlp"|"json"|"keras", ...}: see keras_model
-    optimizer: str
+    optimizer: str | dict = field(hash=False)  # a name or a Keras config: see keras_objects
+    loss: str | dict = field(hash=False)
+    metrics: tuple = field(hash=False)
     learning_rate: float
     batch_size: int
     epochs: int
@@ -71,4 +74,6 @@ class RankConfig:
     cache_limit_bytes: int
     cpu_threads: int  # the cores of the rank's Spark task: TensorFlow's thread budget
     resume: bool
+    custom_objects: dict = field(hash=False)  # see keras_objects.keyed_custom_objects
+    callbacks: tuple = field(hash=False)  # the user's Keras callbacks, run on every rank
     fault: FaultSpec | None = None

@@ -78,6 +78,11 @@ class RunFolder:
         return os.path.join(self.checkpoints_dir, name)
 
     @property
+    def logs_dir(self) -> str:
+        """TensorBoard event files (rank 0): ``tensorboard --logdir RUN/logs``."""
+        return os.path.join(self.path, "logs")
+
+    @property
     def run_json_path(self) -> str:
         return os.path.join(self.path, RUN_JSON)
 

@@ -16,11 +16,18 @@ import time
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from ..common import fs as store
-from ..common.defaults import OPTIMIZERS, USE_GPU_CHOICES
+from ..common.defaults import USE_GPU_CHOICES
 from ..common.errors import InputError, Interrupted
+from ..common.keras_objects import (
+    keyed_custom_objects,
+    loss_spec,
+    metrics_spec,
+    optimizer_learning_rate,
+    optimizer_spec,
+)
 from ..common.rank_config import FaultSpec, RankConfig
 from ..common.run_folder import RunFolder, RunStore
 from ..common.signals import StopSignals
@@ -38,14 +45,14 @@ from .training_run import (
 log = logging.getLogger(__name__)
 
 
-class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
-                            DefaultParamsReadable, DefaultParamsWritable):
+class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, MLWritable):
     """Train a Keras classifier data-parallel on ``numProc`` Horovod ranks launched by Spark.
 
     Input: a features column (Vector or numeric array) and a label column holding class
     indices 0..K-1 (what ``StringIndexer`` produces). Output: :class:`HorovodKerasModel`.
     Every Param, its default and its doc: ``explainParams()`` (declared in
-    ``hvd_otto.common.defaults``).
+    ``hvd_otto.common.defaults``). Bring your own model with ``model``, ``optimizer``,
+    ``loss``, ``metrics``, ``callbacks`` and ``customObjects`` (README, "Bring your own model").
     """
 
     @keyword_only
@@ -73,8 +80,11 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
     # --- checks ---------------------------------------------------------------------------------
 
     def _check_params(self) -> None:
-        if self.getOptimizer() not in OPTIMIZERS:
-            raise InputError(f"optimizer must be one of {OPTIMIZERS}, got '{self.getOptimizer()}'.")
+        from .tracking import require_mlflow, tracking_uri
+
+        optimizer_spec(self.getOptimizer())  # each raises a clear InputError
+        loss_spec(self.getLoss())
+        metrics_spec(self.getMetrics())
         if self.getUseGpu() not in USE_GPU_CHOICES:
             raise InputError(f"useGpu must be one of {USE_GPU_CHOICES}, got '{self.getUseGpu()}'.")
         for name in ("numProc", "epochs", "batchSize"):
@@ -82,10 +92,24 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
                 raise InputError(f"{name} must be at least 1, got {self.getOrDefault(name)}.")
         if not 0 <= self.getValidationFraction() < 1:
             raise InputError("validationFraction must be in [0, 1).")
-        if self.getModelConfig() and self.getModelFile():
-            raise InputError("set modelConfig or modelFile, not both.")
+        given = [name for name in ("model", "modelConfig", "modelFile")
+                 if self.isDefined(name) and self.getOrDefault(name) is not None]
+        if len(given) > 1:
+            raise InputError(f"set one of model, modelConfig and modelFile, not both "
+                             f"{' and '.join(given)}.")
+        _check_callbacks(self.getCallbacks())
+        custom = self.getCustomObjects()
+        if custom is not None and (not isinstance(custom, dict)
+                                   or not all(isinstance(k, str) for k in custom)):
+            raise InputError("customObjects must be a dict of name → class or function.")
+        require_mlflow(tracking_uri(self.getTrackingUri()))
 
     def _model_spec(self) -> dict:
+        from ..common.keras_model import user_model_bytes
+
+        if self.getModel() is not None:
+            return {"kind": "keras", "bytes": user_model_bytes(
+                self.getModel(), keyed_custom_objects(self.getCustomObjects()))}
         if self.getModelConfig():
             try:
                 json.loads(self.getModelConfig())
@@ -130,6 +154,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
 
         self._check_params()
         self._check_columns(dataset)
+        model_spec = self._model_spec()  # a model that does not load is an error before Spark
         fit_started = time.time()
         sc = dataset.sparkSession.sparkContext
         check_executor_python(sc)  # before any data or rank
@@ -143,16 +168,17 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
                              "shared mount); the default temporary folder exists only on the "
                              "driver.")
         n_classes = self._n_classes(dataset)
+        _check_model_output(model_spec, n_classes, keyed_custom_objects(self.getCustomObjects()))
         temp_store = None if self.getStorePath() else tempfile.mkdtemp(prefix="hvd-otto-store-")
         try:
             with StopSignals(on_stop=lambda: _stop(launcher, sc)) as signals:
-                return self._train(dataset, launcher, temp_store, n_classes, fit_started,
-                                   signals)
+                return self._train(dataset, launcher, temp_store, (n_classes, model_spec),
+                                   fit_started, signals)
         finally:  # nobody asked to keep a temporary store, whatever happened
             if temp_store:
                 shutil.rmtree(temp_store, ignore_errors=True)
 
-    def _train(self, dataset, launcher, temp_store: str | None, n_classes: int,
+    def _train(self, dataset, launcher, temp_store: str | None, target: tuple[int, dict],
                fit_started: float, signals: StopSignals) -> HorovodKerasModel:
         """Stage the data in a run folder, run the ranks with retries, return the model."""
         from ..rank.entry import train_rank
@@ -164,7 +190,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
         fs = store.HadoopFs(dataset.sparkSession)
         fs.delete(run.data_url)  # left by a killed driver
         try:
-            config = self._stage_data(dataset, run, n_classes, resumed, launcher.rank_cpus())
+            config = self._stage_data(dataset, run, target, resumed, launcher.rank_cpus())
             check_run_matches(run, config, num_proc)
             log.info("training on %d ranks, run folder %s%s", num_proc, run.url,
                      " (resuming)" if resumed else "")
@@ -180,10 +206,22 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
         finish_run(run, results[0]["history"], summary)
         if temp_store:
             summary["run"] = None
+        self._track(results[0], summary)
         model = HorovodKerasModel(model_bytes=results[0]["model"],
                                   history=results[0]["history"], summary=summary)
         self._copyValues(model)
         return model
+
+    def _track(self, result: dict, summary: dict) -> None:
+        """Record the fit as one MLflow run when tracking is on; its id goes in the summary."""
+        from .tracking import experiment_name, log_fit, tracked_params, tracking_uri
+
+        uri = tracking_uri(self.getTrackingUri())
+        if uri:
+            summary["mlflow_run_id"] = log_fit(
+                uri, experiment_name(self.getExperimentName()), tracked_params(self),
+                result["history"], result["model"])
+            summary["mlflow_tracking_uri"] = uri
 
     @staticmethod
     def _store_dir(path: str) -> str:
@@ -194,7 +232,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
                              "I/O; use a local or shared (NFS) path, or file://.")
         return local
 
-    def _stage_data(self, dataset, run: RunFolder, n_classes: int, resumed: bool,
+    def _stage_data(self, dataset, run: RunFolder, target: tuple[int, dict], resumed: bool,
                     cpu_threads: int) -> RankConfig:
         """Write the train (and validation) split as Petastorm Parquet; the ranks' config."""
         from pyspark.sql import functions as F
@@ -221,19 +259,67 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams,
         dataset.unpersist()
         spark = dataset.sparkSession
         n_features = len(spark.read.parquet(run.split_url("train")).first()["features"])
+        n_classes, model_spec = target
+        optimizer = optimizer_spec(self.getOptimizer())
         return RankConfig(
             run_dir=run.path, train_url=run.split_url("train"),
             val_url=run.split_url("validation") if "validation" in splits else None,
-            n_features=n_features, n_classes=n_classes, model=self._model_spec(),
-            optimizer=self.getOptimizer(), learning_rate=self.getLearningRate(),
+            n_features=n_features, n_classes=n_classes, model=model_spec,
+            optimizer=optimizer, loss=loss_spec(self.getLoss()),
+            metrics=tuple(metrics_spec(self.getMetrics())),
+            learning_rate=optimizer_learning_rate(optimizer, self.getLearningRate()),
             batch_size=self.getBatchSize(), epochs=self.getEpochs(),
             patience=self.getEarlyStoppingPatience(), warmup_epochs=self.getWarmupEpochs(),
             lr_decay_patience=self.getLrDecayPatience(), seed=self.getSeed(),
             use_gpu=self.getUseGpu(), mixed_precision=self.getMixedPrecision(),
             cache_limit_bytes=self.getCacheLimitMb() * 1024 * 1024, cpu_threads=cpu_threads,
-            resume=resumed,
-            fault=FaultSpec.from_env(),
+            resume=resumed, custom_objects=keyed_custom_objects(self.getCustomObjects()),
+            callbacks=tuple(self.getCallbacks() or ()), fault=FaultSpec.from_env(),
         )
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def write(self) -> MLWriter:
+        """Params as Spark metadata, Keras objects as their configs, ``model`` as ``.keras``."""
+        from .persistence import HorovodKerasEstimatorWriter
+
+        return HorovodKerasEstimatorWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        from .persistence import HorovodKerasEstimatorReader
+
+        return HorovodKerasEstimatorReader(cls)
+
+
+def _check_callbacks(callbacks) -> None:
+    if callbacks is None:
+        return
+    import tensorflow as tf
+
+    if isinstance(callbacks, tf.keras.callbacks.Callback) or not isinstance(callbacks,
+                                                                             (list, tuple)):
+        raise InputError("callbacks must be a list of tf.keras.callbacks.Callback objects.")
+    for callback in callbacks:
+        if not isinstance(callback, tf.keras.callbacks.Callback):
+            raise InputError(f"callbacks: {callback!r} is not a tf.keras.callbacks.Callback.")
+
+
+def _check_model_output(spec: dict, n_classes: int, custom_objects: dict) -> None:
+    """A user's model must output one probability per class."""
+    if spec["kind"] == "mlp":
+        return
+    from ..common.keras_model import model_from_spec
+
+    try:
+        model = model_from_spec(spec, 1, n_classes, custom_objects)
+    except Exception as err:  # noqa: BLE001 - any failure is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise InputError(f"the model does not load ({first}).") from None
+    shape = model.output_shape
+    if not isinstance(shape, tuple) or shape[-1] != n_classes:
+        raise InputError(f"the model's output has shape {shape}; the labels have {n_classes} "
+                         f"classes: end the model in Dense({n_classes}, activation='softmax').")
 
 
 def _stop(launcher, sc) -> None:

@@ -44,14 +44,16 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
     def keras_model(self):
         """The trained model as a ``tf.keras`` model (loaded with safe_mode)."""
         from ..common.keras_model import model_from_bytes
+        from ..common.keras_objects import keyed_custom_objects
 
-        return model_from_bytes(self._model_bytes)
+        return model_from_bytes(self._model_bytes, keyed_custom_objects(self.getCustomObjects()))
 
     def _transform(self, dataset):
         from pyspark.ml.functions import array_to_vector, predict_batch_udf
         from pyspark.sql import functions as F
         from pyspark.sql.types import ArrayType, FloatType
 
+        from ..common.keras_objects import keyed_custom_objects
         from ..data.prepare import float_array
 
         if self.getFeaturesCol() not in dataset.columns:
@@ -60,7 +62,8 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         n_features = self._summary.get("n_features")
         broadcast = dataset.sparkSession.sparkContext.broadcast(self._model_bytes)
         predict = predict_batch_udf(
-            _predict_fn_factory(broadcast), return_type=ArrayType(FloatType()),
+            _predict_fn_factory(broadcast, keyed_custom_objects(self.getCustomObjects())),
+            return_type=ArrayType(FloatType()),
             batch_size=self.getPredictBatchSize(),
             input_tensor_shapes=[[n_features]] if n_features else None,
         ).asNondeterministic()  # evaluated once, not once per use below
@@ -87,7 +90,7 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         return HorovodKerasModelReader(cls)
 
 
-def _predict_fn_factory(broadcast):
+def _predict_fn_factory(broadcast, custom_objects: dict):
     """``make_predict_fn`` for predict_batch_udf: load once per Python worker, pin a device."""
 
     def make_predict_fn():
@@ -104,7 +107,7 @@ def _predict_fn_factory(broadcast):
                        cpu_threads=context.cpus() if context else None)
         except RuntimeError:
             pass  # TensorFlow already initialised in this worker: keep its settings
-        model = model_from_bytes(broadcast.value)
+        model = model_from_bytes(broadcast.value, custom_objects)
 
         def predict(features):
             return model(features, training=False).numpy()

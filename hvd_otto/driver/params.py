@@ -26,6 +26,7 @@ CONVERTERS = {
     "str": TypeConverters.toString,
     "bool": TypeConverters.toBoolean,
     "list_int": TypeConverters.toListInt,
+    "object": TypeConverters.identity,
 }
 
 SHARED_NAMES = ("featuresCol", "labelCol", "predictionCol", "probabilityCol", "seed")

@@ -31,6 +31,7 @@ def train_rank(config: RankConfig) -> dict:
 
 def _train(config: RankConfig) -> dict:
     import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
 
     run = RunFolder(config.run_dir)
     rank, size, choice, backend = _join_and_pin(config, run)
@@ -48,6 +49,10 @@ def _train(config: RankConfig) -> dict:
             initial_lr=lr, warmup_epochs=config.warmup_epochs, momentum_correction=False,
             steps_per_epoch=train["steps"], verbose=0))
     callbacks.append(state)
+    if rank == 0:  # TensorBoard event files in the run folder: runs/<id>/logs/
+        callbacks.append(tf.keras.callbacks.TensorBoard(run.logs_dir, write_graph=False,
+                                                        profile_batch=0))
+    callbacks.extend(config.callbacks)
     if config.fault:
         from .callbacks import FaultInjection
 
@@ -118,15 +123,17 @@ def _compiled_model(config: RankConfig, size: int):
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from ..common.keras_model import make_optimizer, model_from_spec
+    from ..common.keras_model import model_from_spec
+    from ..common.keras_objects import make_loss, make_metrics, make_optimizer
 
     # Random layers draw from tf.random.Generator, whose state EpochRandomness can reset.
     tf.keras.backend.experimental.enable_tf_random_generator()
-    model = model_from_spec(config.model, config.n_features, config.n_classes)
+    custom = config.custom_objects
+    model = model_from_spec(config.model, config.n_features, config.n_classes, custom)
     lr = config.learning_rate * size
-    optimizer = hvd.DistributedOptimizer(make_optimizer(config.optimizer, lr))
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    optimizer = hvd.DistributedOptimizer(make_optimizer(config.optimizer, lr, custom))
+    model.compile(optimizer=optimizer, loss=make_loss(config.loss, custom),
+                  metrics=make_metrics(list(config.metrics), custom))
     return model, lr
 
 

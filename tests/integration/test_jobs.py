@@ -181,12 +181,15 @@ def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys)
     frame.drop(columns=["target"]).head(100).to_csv(tmp_path / "test.csv", index=False)
     out = tmp_path / "out"
     assert main(["pipeline", "--train", str(tmp_path / "train.csv"), "--test",
-                 str(tmp_path / "test.csv"), "--out", str(out), "--epochs", "2"]) == 0
+                 str(tmp_path / "test.csv"), "--out", str(out), "--epochs", "2", "--mlflow",
+                 "--experiment", "jobs-test"]) == 0
+    printed = capsys.readouterr().out
     assert not list(out.rglob("*.crc"))  # no Hadoop checksum files beside the outputs
     assert sorted(p.name for p in out.iterdir()) == [
-        "_HVD_OTTO", "_SUCCESS", "confusion_matrix.png", "learning_curve.png", "metrics.json", "model",
-        "submission.csv", "summary.json"]
+        "_HVD_OTTO", "_SUCCESS", "confusion_matrix.png", "learning_curve.png", "metrics.json",
+        "mlruns", "model", "submission.csv", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
+    _check_pipeline_mlflow_run(out, summary, printed)
     assert summary["job"] == "pipeline" and summary["epochs"] == 2
     assert abs(summary["holdout_figures"]["rows"] - 300) <= 9  # 20% of each class of 1,500
     assert summary["submission_rows"] == 100
@@ -195,6 +198,24 @@ def test_pipeline_job_fits_evaluates_saves_and_predicts(spark, tmp_path, capsys)
     capsys.readouterr()
     assert main(["pipeline", "--train", str(tmp_path / "train.csv"), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def _check_pipeline_mlflow_run(out, summary: dict, printed: str) -> None:
+    """--mlflow without a URI: one finished run in the file store OUT/mlruns."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(out / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("jobs-test")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert f"MLflow run {run.info.run_id}" in printed and run.info.status == "FINISHED"
+    assert run.data.metrics["holdout_log_loss"] == pytest.approx(
+        summary["holdout_figures"]["log_loss"])
+    assert run.data.params["numProc"] == "2" and run.data.params["epochs"] == "2"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert sorted(steps) == [1, 2]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "confusion_matrix.png", "history.json", "learning_curve.png", "metrics.json", "model",
+        "summary.json"}
 
 
 def test_columns_are_matched_by_name_in_any_order(trained, capsys):

@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
+from helpers import small_features_frame
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import IndexToString, StandardScaler, StringIndexer, VectorAssembler
 
 from hvd_otto import HorovodKerasEstimator, HorovodKerasModel, InputError
-from hvd_otto.data import synthetic
 from hvd_otto.data.csv_source import load_csv
 from hvd_otto.data.features import CountTransformer
 from hvd_otto.data.prepare import stratified_split
@@ -22,16 +22,8 @@ EPOCHS = 4
 @pytest.fixture(scope="module")
 def small_data(spark, tmp_path_factory):
     """3,000 synthetic rows through the seed's preprocessing, split 80/20."""
-    path = tmp_path_factory.mktemp("small") / "train.csv"
-    synthetic.write_csv(str(path), rows=3000, seed=7, n_features=20)
-    raw = load_csv(spark, str(path))
-    features = [c for c in raw.columns if c.startswith("feat_")]
-    prep = Pipeline(stages=[
-        StringIndexer(inputCol="target", outputCol="label", stringOrderType="alphabetAsc"),
-        VectorAssembler(inputCols=features, outputCol="raw"),
-        StandardScaler(inputCol="raw", outputCol="features", withMean=True),
-    ]).fit(raw)
-    data = prep.transform(raw).select("id", "features", "label").cache()
+    data = small_features_frame(spark, tmp_path_factory.mktemp("small") / "train.csv",
+                                rows=3000, n_features=20)
     train, test = data.randomSplit([0.8, 0.2], seed=1)
     return train.cache(), test.cache()
 

@@ -55,7 +55,8 @@ def test_each_table_param_has_accessors_default_and_doc(spec):
     cap = spec.name[0].upper() + spec.name[1:]
     assert getattr(est, f"get{cap}")() == spec.default
     assert f"{spec.name}: {spec.doc}" in est.explainParams()
-    value = {"int": 7, "float": 0.25, "str": "sgd", "bool": True, "list_int": [3]}[spec.kind]
+    value = {"int": 7, "float": 0.25, "str": "sgd", "bool": True, "list_int": [3],
+             "object": {"any": object}}[spec.kind]
     assert getattr(est, f"set{cap}")(value) is est and getattr(est, f"get{cap}")() == value
 
 
@@ -120,6 +121,12 @@ def test_unknown_params_and_positional_arguments_are_refused():
     ({"batchSize": 0}, "batchSize must be at least 1"),
     ({"validationFraction": 1.0}, "validationFraction must be in"),
     ({"modelConfig": "{}", "modelFile": "m.keras"}, "not both"),
+    ({"model": "m", "modelConfig": "{}"}, "not both model and modelConfig"),
+    ({"optimizer": object()}, "a name or a tf.keras optimizer"),
+    ({"loss": 3}, "loss must be a name or a tf.keras.losses.Loss"),
+    ({"metrics": "accuracy"}, "metrics must be a list"),
+    ({"callbacks": ["print"]}, "is not a tf.keras.callbacks.Callback"),
+    ({"customObjects": ["ScaledDense"]}, "customObjects must be a dict"),
 ])
 def test_bad_params_are_input_errors_before_any_spark_work(params, message):
     from hvd_otto import InputError
