@@ -33,3 +33,8 @@ class Interrupted(KeyboardInterrupt):
     def exit_code(self) -> int:
         """The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
         return 128 + self.signum
+
+
+def error_summary(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when empty), for a one-line error."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]

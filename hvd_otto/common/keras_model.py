@@ -93,12 +93,18 @@ def user_model_bytes(model, custom_objects: dict | None = None) -> bytes:
     if not isinstance(model, tf.keras.Model):
         raise InputError(f"model must be a tf.keras.Model, got {type(model).__name__}.")
     data = model_to_bytes(model)
-    try:
-        model_from_bytes(data, custom_objects)
-    except Exception as err:  # noqa: BLE001 - any load failure is the same user error
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise InputError(f"model: it does not load back with Keras safe_mode ({first}). A "
-                         "Lambda layer is refused: write a layer class instead; register custom "
-                         "classes with @tf.keras.saving.register_keras_serializable() or pass "
-                         "them in customObjects.") from None
+    load_or_refuse(data, custom_objects, "model: it does not load back with Keras safe_mode",
+                   "A Lambda layer is refused: write a layer class instead; register custom "
+                   "classes with @tf.keras.saving.register_keras_serializable() or pass them "
+                   "in customObjects.")
     return data
+
+
+def load_or_refuse(data: bytes, custom_objects: dict | None, what: str, advice: str):
+    """:func:`model_from_bytes`, any failure an InputError: ``what (the error). advice``."""
+    from .errors import InputError, error_summary
+
+    try:
+        return model_from_bytes(data, custom_objects)
+    except Exception as err:  # noqa: BLE001 - any load failure is the same user error
+        raise InputError(f"{what} ({error_summary(err)}). {advice}") from None

@@ -20,7 +20,7 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from ..common import fs as store
 from ..common.defaults import USE_GPU_CHOICES
-from ..common.errors import InputError, Interrupted
+from ..common.errors import InputError, Interrupted, error_summary
 from ..common.keras_objects import (
     keyed_custom_objects,
     loss_spec,
@@ -314,7 +314,7 @@ def _check_model_output(spec: dict, n_classes: int, custom_objects: dict) -> Non
     try:
         model = model_from_spec(spec, 1, n_classes, custom_objects)
     except Exception as err:  # noqa: BLE001 - any failure is the same user error
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        first = error_summary(err)
         raise InputError(f"the model does not load ({first}).") from None
     shape = model.output_shape
     if not isinstance(shape, tuple) or shape[-1] != n_classes:

@@ -174,12 +174,8 @@ class HorovodKerasModelReader(MLReader):
 def check_keras_bytes(data: bytes, where: str, custom_objects: dict | None = None) -> None:
     """Load the model once on the driver (Keras safe_mode), so a damaged or unsafe file is a
     clear error here rather than a crash inside every scoring task."""
-    from ..common.keras_model import model_from_bytes
+    from ..common.keras_model import load_or_refuse
 
-    try:
-        model_from_bytes(data, custom_objects)
-    except Exception as err:  # noqa: BLE001 - any load failure is the same user error
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise InputError(f"{where} is not a loadable Keras model ({first}); it was damaged "
-                         "or changed after saving (unsafe content such as Lambda layers is "
-                         "refused; custom classes must be importable or registered).") from None
+    load_or_refuse(data, custom_objects, f"{where} is not a loadable Keras model",
+                   "It was damaged or changed after saving; unsafe content such as Lambda "
+                   "layers is refused, and custom classes must be importable or registered.")
