@@ -77,7 +77,8 @@ def declare_params(specs: Iterable[ParamSpec], accessors_for: Iterable[str] = ()
 
 def table_defaults(specs: Iterable[ParamSpec], shared: Iterable[str] = ()) -> dict:
     """The defaults to pass to ``_setDefault``: the table's (unset ones skipped) and shared."""
-    values = {s.name: s.default for s in specs if s.default is not None}
+    values = {s.name: list(s.default) if isinstance(s.default, list) else s.default
+              for s in specs if s.default is not None}  # no list shared between instances
     values.update({name: SHARED_DEFAULTS[name] for name in shared})
     return values
 

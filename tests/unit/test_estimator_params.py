@@ -145,3 +145,11 @@ def test_model_spec_from_params(tmp_path):
         HorovodKerasEstimator(modelConfig="{nope")._model_spec()
     with pytest.raises(InputError, match="not a .keras file"):
         HorovodKerasEstimator(modelFile=str(tmp_path / "missing.keras"))._model_spec()
+
+
+def test_list_defaults_are_not_shared_between_instances():
+    first = HorovodKerasEstimator()
+    first.getMetrics().append("top3")
+    first.getHiddenLayers().append(7)
+    second = HorovodKerasEstimator()
+    assert second.getMetrics() == ["accuracy"] and second.getHiddenLayers() == [512, 512, 512]
