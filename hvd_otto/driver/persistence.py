@@ -106,6 +106,7 @@ class HorovodKerasEstimatorReader(MLReader):
             raise InputError(f"{path}: not a saved HorovodKerasEstimator "
                              f"({metadata.get('class')}).")
         estimator = self.cls()
+        estimator._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(estimator, metadata)
         custom = _custom_objects(metadata, path)
         keyed = keyed_custom_objects(custom)
@@ -165,6 +166,7 @@ class HorovodKerasModelReader(MLReader):
         custom = _custom_objects(metadata, path)
         check_keras_bytes(data, f"{path}/{_MODEL_FILE}", keyed_custom_objects(custom))
         model = self.cls(data, metadata.get("history"), metadata.get("summary"))
+        model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         if custom:
             model.setCustomObjects(custom)

@@ -169,7 +169,7 @@ def test_transform_save_and_load_with_the_custom_layer(byo, data, tmp_path):
     metadata = json.loads(next((tmp_path / "model" / "metadata").glob("part-*")).read_text())
     assert metadata["custom_objects"] == {"ScaledDense": "keras_custom:ScaledDense"}
     loaded = HorovodKerasModel.load(str(tmp_path / "model"))
-    assert loaded.getCustomObjects() == {"ScaledDense": ScaledDense}
+    assert loaded.getCustomObjects() == {"ScaledDense": ScaledDense} and loaded.uid == model.uid
     np.testing.assert_allclose(_probabilities(loaded.transform(test)), before, rtol=1e-6)
     PipelineModel(stages=[model]).save(str(tmp_path / "pipeline"))
     again = PipelineModel.load(str(tmp_path / "pipeline"))
@@ -183,7 +183,7 @@ def test_an_unfitted_pipeline_with_the_estimator_saves_and_loads(byo, tmp_path, 
     assert "EpochRecorder" in caplog.text and "not saved" in caplog.text
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*pickle*"))
     loaded = Pipeline.load(str(tmp_path / "unfitted")).getStages()[0]
-    assert isinstance(loaded, HorovodKerasEstimator)
+    assert isinstance(loaded, HorovodKerasEstimator) and loaded.uid == est.uid
     assert loaded.getNumProc() == 2 and loaded.getEpochs() == EPOCHS
     optimizer = loaded.getOptimizer()
     assert isinstance(optimizer, tf.keras.optimizers.Adam)

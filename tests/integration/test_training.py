@@ -109,14 +109,22 @@ def test_too_many_ranks_fails_fast_naming_both_numbers(small_data):
 
 def test_a_failing_rank_surfaces_its_traceback(small_data, tmp_path):
     train, _ = small_data
-    bad_model = '{"class_name": "NoSuchLayerStack", "config": {}}'
-    est = HorovodKerasEstimator(numProc=2, epochs=1, modelConfig=bad_model, verbose=0,
+    est = HorovodKerasEstimator(numProc=2, epochs=1, loss="no_such_loss", verbose=0,
                                 storePath=str(tmp_path), maxRetries=0)
     with pytest.raises(RuntimeError) as err:
         est.fit(train.limit(200))
     text = str(err.value)
     assert "Horovod training failed" in text and "--- rank-0 ---" in text
-    assert "modelConfig does not describe a Keras model" in text
+    assert "no_such_loss" in text
+
+
+def test_a_model_config_that_does_not_load_is_refused_before_any_rank(small_data, tmp_path):
+    train, _ = small_data
+    bad_model = '{"class_name": "NoSuchLayerStack", "config": {}}'
+    est = HorovodKerasEstimator(numProc=2, modelConfig=bad_model, storePath=str(tmp_path))
+    with pytest.raises(InputError, match="modelConfig does not describe a Keras model"):
+        est.fit(train.limit(200))
+    assert not (tmp_path / "runs").exists()  # no run folder: nothing was staged
 
 
 class FailingLauncher:
