@@ -226,6 +226,9 @@ def run_pipeline(args: argparse.Namespace):
     print(f"model: {result.out}/model   figures: {result.out}/metrics.json and PNGs")
     if summary.get("mlflow_run_id"):
         print(f"MLflow run {summary['mlflow_run_id']} in {summary['mlflow_tracking_uri']}")
+    elif summary.get("mlflow_error"):
+        print(f"MLflow run NOT recorded in {summary['mlflow_tracking_uri']}: "
+              f"{summary['mlflow_error']}")
     return result
 
 

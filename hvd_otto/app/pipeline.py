@@ -109,8 +109,7 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
     finally:
         fs.delete(scratch)
     if tracking:
-        summary.update(mlflow_run_id=_track(tracking, experiment, estimator, saved, figures,
-                                            summary), mlflow_tracking_uri=tracking)
+        _track(tracking, experiment, estimator, saved, figures, summary)
     return PipelineResult(out_url, figures, summary)
 
 
@@ -134,12 +133,12 @@ def _pipeline_tracking_uri(mlflow: str | None, out_url: str) -> str | None:
 
 
 def _track(uri: str, experiment: str | None, estimator, saved: SavedModel,
-           figures: dict | None, summary: dict) -> str:
+           figures: dict | None, summary: dict) -> None:
     """Record the job as one MLflow run: the Estimator's params, per-epoch metrics, holdout
-    figures, plots, summary and model."""
+    figures, plots, summary and model; the outcome goes into ``summary``."""
     import os
 
-    from ..driver.tracking import experiment_name, log_fit, tracked_params
+    from ..driver.tracking import experiment_name, record_fit, tracked_params
     from .evaluate import save_plots
 
     keras = saved.keras_stage
@@ -155,9 +154,8 @@ def _track(uri: str, experiment: str | None, estimator, saved: SavedModel,
             with open(files[-1], "w") as f:
                 json.dump(figures, f, indent=2)
             files += save_plots(figures, [], tmp)
-        return log_fit(uri, experiment_name(experiment), tracked_params(estimator),
-                       keras.getHistory(),
-                       keras.getModelBytes(), metrics, files)
+        record_fit(summary, uri, experiment_name(experiment), tracked_params(estimator),
+                   keras.getHistory(), keras.getModelBytes(), metrics, files)
 
 
 def _read_inputs(spark, fs, train: str, test: str | None, scratch: str, id_col: str,

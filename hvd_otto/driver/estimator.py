@@ -214,14 +214,12 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
 
     def _track(self, result: dict, summary: dict) -> None:
         """Record the fit as one MLflow run when tracking is on; its id goes in the summary."""
-        from .tracking import experiment_name, log_fit, tracked_params, tracking_uri
+        from .tracking import experiment_name, record_fit, tracked_params, tracking_uri
 
         uri = tracking_uri(self.getTrackingUri())
         if uri:
-            summary["mlflow_run_id"] = log_fit(
-                uri, experiment_name(self.getExperimentName()), tracked_params(self),
-                result["history"], result["model"])
-            summary["mlflow_tracking_uri"] = uri
+            record_fit(summary, uri, experiment_name(self.getExperimentName()),
+                       tracked_params(self), result["history"], result["model"])
 
     @staticmethod
     def _store_dir(path: str) -> str:

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Mapping
 
-from ..common.errors import InputError
+from ..common.errors import InputError, error_summary
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +154,18 @@ def _log_fit(client, uri: str, experiment: str, params: Mapping[str, str],
         raise
     log.info("MLflow run %s recorded in %s (experiment '%s')", run_id, uri, experiment)
     return run_id
+
+
+def record_fit(summary: dict, uri: str, experiment: str, params: Mapping[str, str],
+               history: list[dict], model_bytes: bytes,
+               metrics: Mapping[str, float] | None = None, files: list[str] = ()) -> None:
+    """:func:`log_fit` with its outcome in ``summary`` (``mlflow_run_id``, or ``mlflow_error``
+    and a warning): a tracking server that is down never costs the training result."""
+    summary["mlflow_tracking_uri"] = uri
+    try:
+        summary["mlflow_run_id"] = log_fit(uri, experiment, params, history, model_bytes,
+                                           metrics, files)
+    except Exception as err:  # noqa: BLE001 - whatever MLflow raised, the model is kept
+        summary["mlflow_error"] = error_summary(err)
+        log.warning("the MLflow run was not recorded in %s (%s); the training result is kept",
+                    uri, summary["mlflow_error"])

@@ -86,3 +86,20 @@ def test_the_global_tracking_uri_is_put_back(monkeypatch, tmp_path):
     with using_tracking_uri(tmp_path.as_uri()):
         pass
     assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+
+
+def test_a_tracking_failure_keeps_the_result_and_says_why(tmp_path, caplog):
+    import logging
+
+    from hvd_otto.driver.tracking import record_fit
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    summary = {"epochs": 2}
+    with caplog.at_level(logging.WARNING):
+        record_fit(summary, (blocker / "mlruns").as_uri(), "exp", {}, HISTORY, b"x")
+    assert "mlflow_run_id" not in summary and summary["mlflow_error"]
+    assert summary["epochs"] == 2 and "training result is kept" in caplog.text
+    ok = {}
+    record_fit(ok, (tmp_path / "mlruns").as_uri(), "exp", {}, HISTORY, b"x")
+    assert ok["mlflow_run_id"] and "mlflow_error" not in ok
