@@ -5,6 +5,8 @@ same script (the machines are shared and noisy: compare ratios, not absolute sec
     python benchmarks/benchmark.py train  --otto DIR [--epochs 20] [--out results.json]
     python benchmarks/benchmark.py memory [--rows 200000,2000000] [--train-rows 0] [--out ...]
     python benchmarks/benchmark.py retry  --otto DIR [--epochs 6] [--out results.json]
+    python benchmarks/benchmark.py pipeline|scoring --otto DIR [--out results.json]
+    python benchmarks/benchmark.py all    --otto DIR --out results.json
 
 ``--otto`` (or ``HVD_OTTO_DATA``) is the folder holding Kaggle's ``train.csv.zip`` and
 ``test.csv.zip``; the repository never contains them. The package must be installed
@@ -16,6 +18,13 @@ size and epochs), holdout quality, and ``transform`` rows/s vs ``model.predict``
 ``memory``: peak memory of ``hvd-otto predict`` (driver, JVM and Python workers together) on
 synthetic test files of each ``--rows`` size, each in a fresh process; with ``--train-rows N``
 also trains with the default settings on N synthetic rows (Otto × 10 = 618780).
+``pipeline``: end to end on Otto's train file (CSV → fitted PipelineModel → stratified 20%
+holdout scored): the single-process Keras script, the pipeline job at 1 and 2 ranks, and
+Horovod's own KerasEstimator, with each phase's seconds.
+``scoring``: ``transform`` of Otto's test file with a saved PipelineModel (preprocessing
+included, Parquet written) vs Keras ``predict`` on numpy.
+``all``: ingest, train, pipeline and scoring in one run, with the machine they ran on.
+``report --out results.json``: the README's tables (Markdown) from a run's JSON.
 ``retry``: the same 2-rank fit on Otto's prepared train split, uninterrupted and with one rank
 killed mid-epoch (retried from the last checkpoint): the extra seconds one failure costs.
 """
@@ -351,10 +360,288 @@ def bench_retry(args) -> dict:
     return figures
 
 
+def machine() -> dict:
+    """What the figures were measured on: cores, CPU model, memory, library versions."""
+    import platform
+
+    import pyspark
+    import tensorflow as tf
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    memory = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / 2**30
+    return {"cores": os.cpu_count(), "cpu": model, "memory_gib": round(memory, 1),
+            "gpus": len(tf.config.list_physical_devices("GPU")), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "pyspark": pyspark.__version__,
+            "horovod": __import__("horovod").__version__}
+
+
+def _read_otto_numpy(train_zip: str):
+    """Otto's train file as float64 counts, class indices and the sorted class names."""
+    import pyarrow.csv as pa_csv
+
+    with zipfile.ZipFile(train_zip) as archive:
+        table = pa_csv.read_csv(io.BytesIO(archive.read(archive.namelist()[0])))
+    features = [c for c in table.column_names if c not in ("id", "target")]
+    x = np.column_stack([table[c].to_numpy() for c in features]).astype(np.float64)
+    labels = np.array(table["target"].to_pylist())
+    names = sorted(set(labels))
+    return x, np.searchsorted(names, labels).astype(np.int32), names
+
+
+def baseline_script(train_zip: str, epochs: int, batch: int, lr: float, holdout: float = 0.2,
+                    seed: int = 42) -> dict:
+    """The single-process Keras script: CSV → log1p → stratified split → scaling → the same
+    MLP with tf.keras → the holdout scored. Timed as a whole, like the pipeline job."""
+    import tensorflow as tf
+
+    from hvd_otto.common.keras_model import build_mlp
+    from hvd_otto.common.keras_objects import make_optimizer
+
+    started = time.perf_counter()
+    x, y, names = _read_otto_numpy(train_zip)
+    rng = np.random.default_rng(seed)
+    is_holdout = np.zeros(len(y), dtype=bool)
+    for k in range(len(names)):
+        idx = np.flatnonzero(y == k)
+        is_holdout[rng.permutation(idx)[: round(holdout * len(idx))]] = True
+    x = np.log1p(x)
+    mean, std = x[~is_holdout].mean(axis=0), x[~is_holdout].std(axis=0, ddof=1)
+    x = ((x - mean) / np.where(std > 0, std, 1)).astype(np.float32)
+    tf.keras.utils.set_random_seed(seed)
+    model = build_mlp(x.shape[1], len(names))
+    model.compile(make_optimizer("adam", lr), "sparse_categorical_crossentropy", ["accuracy"])
+    fit_started = time.perf_counter()
+    model.fit(x[~is_holdout], y[~is_holdout], batch_size=batch, epochs=epochs, verbose=0)
+    fit_seconds = time.perf_counter() - fit_started
+    probs = model.predict(x[is_holdout], batch_size=4096, verbose=0)
+    yh = y[is_holdout]
+    return {"epochs": epochs, "batch_size": batch, "fit_seconds": fit_seconds,
+            "seconds": time.perf_counter() - started,
+            "holdout_log_loss": _log_loss(probs, yh),
+            "holdout_accuracy": float((probs.argmax(1) == yh).mean())}
+
+
+def horovod_keras_estimator(spark, train_zip: str, epochs: int, batch: int, lr: float,
+                            num_proc: int, store_dir: str, holdout: float = 0.2,
+                            seed: int = 42) -> dict:
+    """Horovod's own ``horovod.spark.keras.KerasEstimator`` on the same Pipeline stages, MLP,
+    epochs and batch: CSV → seed preprocessing → its fit → the holdout scored."""
+    import tensorflow as tf
+    from horovod.spark.common.store import Store
+    from horovod.spark.keras import KerasEstimator
+
+    from hvd_otto import load_csv
+    from hvd_otto.common.keras_model import build_mlp
+    from hvd_otto.data.csv_source import feature_columns
+    from hvd_otto.data.features import build_preprocessing
+    from hvd_otto.data.prepare import stratified_split
+
+    started = time.perf_counter()
+    rows = load_csv(spark, train_zip)
+    fit_rows, holdout_rows = stratified_split(rows, "target", holdout, seed)
+    features = feature_columns(rows, "id", "target")
+    prep = build_preprocessing(features, "target", "log1p").fit(fit_rows)
+    fit_frame = prep.transform(fit_rows).select("features", "label")
+    model = build_mlp(len(features), 9)
+    est = KerasEstimator(num_proc=num_proc, store=Store.create(store_dir), model=model,
+                         optimizer=tf.keras.optimizers.legacy.Adam(lr * num_proc),
+                         loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                         feature_cols=["features"], label_cols=["label"],
+                         batch_size=batch, epochs=epochs, verbose=0, random_seed=seed)
+    fit_started = time.perf_counter()
+    fitted = est.fit(fit_frame)
+    fit_seconds = time.perf_counter() - fit_started
+    scored = fitted.transform(prep.transform(holdout_rows).select("features", "label"))
+    frame = scored.select("label", "label__output").toPandas()
+    probs = np.stack([np.asarray(v) for v in frame["label__output"]])
+    yh = frame["label"].to_numpy().astype(int)
+    return {"epochs": epochs, "batch_size_per_rank": batch, "num_proc": num_proc,
+            "fit_seconds": fit_seconds, "seconds": time.perf_counter() - started,
+            "holdout_log_loss": _log_loss(probs, yh),
+            "holdout_accuracy": float((probs.argmax(1) == yh).mean())}
+
+
+def hvd_otto_pipeline(spark, train_zip: str, out: str, num_proc: int, **params) -> dict:
+    """The seed's flow as the pipeline job runs it: CSV → fitted PipelineModel → holdout scored
+    (``run_pipeline``: validation, stratified split, preprocessing, Horovod fit, save, score)."""
+    from hvd_otto import HorovodKerasEstimator
+    from hvd_otto.app.pipeline import run_pipeline
+
+    started = time.perf_counter()
+    est = HorovodKerasEstimator(numProc=num_proc, verbose=0, **params)
+    result = run_pipeline(spark, train_zip, out, est, holdout=0.2)
+    summary = result.summary
+    return {"num_proc": num_proc, "params": params, "epochs": summary["epochs"],
+            "best_epoch": summary["best_epoch"], "fit_seconds": summary["fit_seconds"],
+            "seconds": time.perf_counter() - started, "phases": summary["phases"],
+            "fit_phases": summary["fit_phases"],
+            "holdout_log_loss": result.figures["log_loss"],
+            "holdout_accuracy": result.figures["accuracy"], "model": os.path.join(out, "model")}
+
+
+def bench_pipeline(args) -> dict:
+    """End to end on Otto's train file: the single-process Keras script, the seed's pipeline
+    with hvd-otto's defaults at 1 and 2 ranks and at the script's epochs and batch, and
+    Horovod's own KerasEstimator; all scored on a stratified 20% holdout."""
+    from hvd_otto import HorovodKerasEstimator, get_spark
+
+    train_zip = os.path.join(args.otto, "train.csv.zip")
+    lr = HorovodKerasEstimator().getLearningRate()
+    epochs, batch = args.epochs, 128
+    tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-pipeline-")
+    runs = {}
+    print(f"single-process Keras script: {epochs} epochs, batch {batch}", flush=True)
+    runs["keras_script"] = baseline_script(train_zip, epochs, batch, lr)
+    spark = get_spark(args.master)
+    for ranks in (1, 2):
+        print(f"hvd-otto pipeline job, defaults, {ranks} rank(s)", flush=True)
+        runs[f"hvd_otto_defaults_{ranks}_ranks"] = hvd_otto_pipeline(
+            spark, train_zip, os.path.join(tmp, f"defaults-{ranks}"), ranks)
+    print(f"hvd-otto pipeline job, 2 ranks, {epochs} epochs, global batch {batch}", flush=True)
+    runs["hvd_otto_2_ranks_same_epochs"] = hvd_otto_pipeline(
+        spark, train_zip, os.path.join(tmp, "same"), 2, epochs=epochs, batchSize=batch // 2,
+        validationFraction=0.0, earlyStoppingPatience=0, lrDecayPatience=0, warmupEpochs=0)
+    if not args.skip_horovod_estimator:
+        print(f"Horovod's KerasEstimator, 2 ranks, {epochs} epochs, global batch {batch}",
+              flush=True)
+        runs["horovod_keras_estimator"] = horovod_keras_estimator(
+            spark, train_zip, epochs, batch // 2, lr, 2, os.path.join(tmp, "horovod-store"))
+    base = runs["keras_script"]["seconds"]
+    print(f"\n{'run':<32}{'fit s':>8}{'total s':>9}{'x script':>10}{'log loss':>10}"
+          f"{'accuracy':>10}")
+    for name, run in runs.items():
+        run["ratio_vs_script"] = run["seconds"] / base
+        print(f"{name:<32}{run['fit_seconds']:>8.1f}{run['seconds']:>9.1f}"
+              f"{run['ratio_vs_script']:>10.2f}{run['holdout_log_loss']:>10.4f}"
+              f"{run['holdout_accuracy']:>10.4f}")
+    if "horovod_keras_estimator" in runs:
+        ours = runs["hvd_otto_defaults_2_ranks"]["seconds"]
+        runs["speedup_vs_horovod_estimator"] = runs["horovod_keras_estimator"]["seconds"] / ours
+        print(f"hvd-otto (defaults, 2 ranks) is {runs['speedup_vs_horovod_estimator']:.2f}x "
+              "faster than Horovod's KerasEstimator end to end")
+    for name in ("hvd_otto_defaults_1_ranks", "hvd_otto_defaults_2_ranks"):
+        print(f"{name} phases: {runs[name]['phases']}\n  fit: {runs[name]['fit_phases']}")
+    args.pipeline_model = runs["hvd_otto_defaults_2_ranks"]["model"]
+    return runs
+
+
+def bench_scoring(args, model_path: str | None = None) -> dict:
+    """``transform`` of Otto's 144k-row test file with a saved PipelineModel (preprocessing
+    included, probabilities written to Parquet) vs the same Keras model's ``predict`` on numpy."""
+    from pyspark.ml import PipelineModel
+
+    from hvd_otto import get_spark, load_csv
+    from hvd_otto.common.keras_model import model_from_bytes
+
+    spark = get_spark(args.master)
+    tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-scoring-")
+    if model_path is None:
+        model_path = hvd_otto_pipeline(spark, os.path.join(args.otto, "train.csv.zip"),
+                                       os.path.join(tmp, "fit"), 2, epochs=3)["model"]
+    pipeline = PipelineModel.load(model_path)
+    test = load_csv(spark, os.path.join(args.otto, "test.csv.zip"), require_label=False).cache()
+    rows = test.count()
+    prep = PipelineModel(stages=pipeline.stages[:-1])
+    frame = prep.transform(test).select("features").toPandas()
+    x = np.stack([v.toArray() for v in frame["features"]]).astype(np.float32)
+    keras = model_from_bytes(pipeline.stages[-1].getModelBytes())
+    keras.predict(x[:4096], batch_size=4096, verbose=0)  # warm, as a serving process is
+    started = time.perf_counter()
+    keras.predict(x, batch_size=4096, verbose=0)
+    numpy_rps = rows / (time.perf_counter() - started)
+    timings = []
+    for attempt in range(2):  # the first also starts the Python workers and loads the model
+        started = time.perf_counter()
+        (pipeline.transform(test).select("id", "probability", "prediction")
+         .write.mode("overwrite").parquet(os.path.join(tmp, f"scored-{attempt}")))
+        timings.append(time.perf_counter() - started)
+    figures = {"rows": rows, "numpy_predict_rows_per_second": numpy_rps,
+               "transform_first_rows_per_second": rows / timings[0],
+               "transform_rows_per_second": rows / timings[1],
+               "ratio": rows / timings[1] / numpy_rps,
+               "ratio_first": rows / timings[0] / numpy_rps}
+    test.unpersist()
+    print(f"scoring {rows:,} test rows (preprocessing included, Parquet written): "
+          f"{figures['transform_rows_per_second']:,.0f} rows/s "
+          f"(first run {figures['transform_first_rows_per_second']:,.0f}) vs Keras predict on "
+          f"numpy {numpy_rps:,.0f} rows/s: {figures['ratio']:.2f}x "
+          f"(first {figures['ratio_first']:.2f}x)")
+    return figures
+
+
+def bench_all(args) -> dict:
+    """Every benchmark of issue 12 in one run, each against its own baseline."""
+    figures = {"machine": machine()}
+    print(f"machine: {figures['machine']}", flush=True)
+    figures["ingest"] = bench_ingest(args)
+    figures["train"] = bench_train(args)
+    figures["pipeline"] = bench_pipeline(args)
+    figures["scoring"] = bench_scoring(args, args.pipeline_model)
+    return figures
+
+
+def report(figures: dict) -> str:
+    """The README's benchmark tables (Markdown) from the JSON of ``all``."""
+    out = []
+    m = figures.get("machine")
+    if m:
+        out.append(f"Measured on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+                   f"{m['gpus']} GPU; TensorFlow {m['tensorflow']}, Spark {m['pyspark']}, "
+                   f"Horovod {m['horovod']}.\n")
+    p = figures.get("pipeline")
+    if p:
+        out += ["| end to end (CSV → holdout scored) | epochs | fit s | total s | × script "
+                "| log loss | accuracy |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, run in p.items():
+            if isinstance(run, dict):
+                out.append(f"| {name} | {run['epochs']} | {run['fit_seconds']:.1f} | "
+                           f"{run['seconds']:.1f} | {run['ratio_vs_script']:.2f} | "
+                           f"{run['holdout_log_loss']:.4f} | {run['holdout_accuracy']:.4f} |")
+        if "speedup_vs_horovod_estimator" in p:
+            out.append(f"\nhvd-otto's defaults at 2 ranks are "
+                       f"{p['speedup_vs_horovod_estimator']:.2f}× faster than Horovod's "
+                       "KerasEstimator end to end.")
+        run = p.get("hvd_otto_defaults_2_ranks")
+        if run:
+            out += ["", "| phase (defaults, 2 ranks) | s |", "| --- | ---: |"]
+            out += [f"| {k} | {v:.1f} |" for k, v in run["phases"].items()]
+            out += [f"| fit: {k} | {v:.1f} |" for k, v in (run["fit_phases"] or {}).items()]
+    t = figures.get("train")
+    if t:
+        base = t["baseline"]["samples_per_second"]
+        out += ["", "| training (same global batch) | samples/s | × one process | launch s |",
+                "| --- | ---: | ---: | ---: |"]
+        for name, run in t.items():
+            if run.get("samples_per_second"):
+                out.append(f"| {name} | {run['samples_per_second']:,.0f} | "
+                           f"{run['samples_per_second'] / base:.2f} | "
+                           f"{run['launch_seconds']:.1f} |")
+    i = figures.get("ingest")
+    if i:
+        out += ["", f"| ingest ({i['rows']:,} rows) | s | × pyarrow |", "| --- | ---: | ---: |",
+                f"| pyarrow, one process | {i['baseline_pyarrow_seconds']:.1f} | 1.00 |"]
+        for key, label in (("process_seconds", "hvd-otto prepare, whole process"),
+                           ("spark_prepare_warm_seconds", "prepare in a warm session")):
+            if key in i:
+                out.append(f"| {label} | {i[key]:.1f} | "
+                           f"{i[key] / i['baseline_pyarrow_seconds']:.2f} |")
+    sc = figures.get("scoring")
+    if sc:
+        out += ["", f"| scoring {sc['rows']:,} test rows | rows/s | × predict |",
+                "| --- | ---: | ---: |",
+                f"| Keras predict on numpy | {sc['numpy_predict_rows_per_second']:,.0f} | 1.00 |",
+                f"| transform, PipelineModel, Parquet written | "
+                f"{sc['transform_rows_per_second']:,.0f} | {sc['ratio']:.2f} |"]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("ingest", "train", "memory", "retry"))
+    parser.add_argument("what", choices=("all", "ingest", "train", "pipeline", "scoring",
+                                         "memory", "retry", "report"))
     parser.add_argument("--otto", default=os.environ.get(OTTO_ENV),
                         help=f"folder with Otto's train.csv.zip and test.csv.zip (default: "
                              f"${OTTO_ENV})")
@@ -367,8 +654,17 @@ def main(argv=None) -> int:
                         help="memory: also train on this many synthetic rows (618780 = Otto×10)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="global batch size (per rank: this / ranks)")
+    parser.add_argument("--skip-horovod-estimator", action="store_true",
+                        help="pipeline: leave out Horovod's own KerasEstimator (about 150 s)")
     parser.add_argument("--out", default=None, help="append the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.what == "report":
+        if not (args.out and os.path.exists(args.out)):
+            print("error: report reads the JSON of a run: pass --out results.json",
+                  file=sys.stderr)
+            return 2
+        print(report(json.load(open(args.out))))
+        return 0
     if args.what != "memory" and not (
             args.otto and os.path.exists(os.path.join(args.otto, "train.csv.zip"))):
         print(f"error: Otto's train.csv.zip not found in {args.otto or '(no folder given)'}; "
@@ -376,7 +672,8 @@ def main(argv=None) -> int:
         return 2
     if args.epochs is None:
         args.epochs = 6 if args.what == "retry" else 20
-    bench = {"ingest": bench_ingest, "train": bench_train, "memory": bench_memory,
+    bench = {"all": bench_all, "ingest": bench_ingest, "train": bench_train,
+             "pipeline": bench_pipeline, "scoring": bench_scoring, "memory": bench_memory,
              "retry": bench_retry}[args.what]
     scratch = tempfile.mkdtemp(prefix="hvd-otto-bench-")
     tempfile.tempdir = scratch  # every temporary folder of this run lives here, removed after
@@ -387,7 +684,10 @@ def main(argv=None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
         existing = json.load(open(args.out)) if os.path.exists(args.out) else {}
-        existing[args.what] = figures
+        if args.what == "all":
+            existing.update(figures)
+        else:
+            existing[args.what] = figures
         with open(args.out, "w") as f:
             json.dump(existing, f, indent=2)
     return 0

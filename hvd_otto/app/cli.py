@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ..common.defaults import USE_GPU_CHOICES, default
+from ..common.defaults import COMPRESSIONS, USE_GPU_CHOICES, default
 from ..common.errors import InputError, Interrupted, TrainingError
 from ..common.signals import StopSignals
 from . import commands
@@ -111,6 +111,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="use GPUs: auto (default) uses them when TensorFlow sees one")
     p.add_argument("--mixed-precision", action="store_true",
                    help="train in mixed_float16 (only worth it on GPUs with tensor cores)")
+    p.add_argument("--gradient-compression", choices=COMPRESSIONS,
+                   default=default("gradientCompression"),
+                   help="gradients on the wire: none (default) or fp16 (half the allreduce "
+                        "bytes; worth it between nodes)")
+    p.add_argument("--backward-passes-per-step", type=POSITIVE,
+                   default=default("backwardPassesPerStep"),
+                   help="batches accumulated per allreduce and update (default 1)")
     p.add_argument("--store", default=None,
                    help="folder for run data, checkpoints and history (default: a temporary "
                         "folder, removed after training)")

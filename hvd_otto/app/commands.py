@@ -76,7 +76,9 @@ def make_estimator(args: argparse.Namespace):
     est = HorovodKerasEstimator(numProc=args.num_proc, epochs=args.epochs,
                                 batchSize=args.batch_size, learningRate=args.learning_rate,
                                 optimizer=args.optimizer, useGpu=args.gpus,
-                                mixedPrecision=args.mixed_precision)
+                                mixedPrecision=args.mixed_precision,
+                                gradientCompression=args.gradient_compression,
+                                backwardPassesPerStep=args.backward_passes_per_step)
     if args.resume and not args.store:
         raise InputError("--resume needs --store: the store folder of the run to continue.")
     est.setMaxRetries(args.max_retries).setResume(args.resume)

@@ -37,6 +37,18 @@ from .scoring import SavedModel, evaluate_frame, write_evaluation, write_submiss
 log = logging.getLogger(__name__)
 
 
+class PhaseClock:
+    """Seconds of consecutive phases: ``lap(name)`` closes the phase that ran since the last."""
+
+    def __init__(self, clock=time.perf_counter):
+        self._clock, self._last, self.laps = clock, clock(), {}
+
+    def lap(self, name: str) -> None:
+        now = self._clock()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 @dataclass
 class PipelineResult:
     out: str
@@ -78,8 +90,10 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
     if tracking:
         estimator.setTrackingUri("off")
     scratch = store.to_url(tempfile.mkdtemp(prefix="hvd-otto-pipeline-"))
+    clock = PhaseClock()
     try:
         parsed, test_parsed = _read_inputs(spark, fs, train, test, scratch, id_col, label_col)
+        clock.lap("read_and_validate_csv")
         summary: dict = {"job": job, "train": train, "test": test, "holdout": holdout,
                          "seed": seed, "transform": transform, "bad_rows": bad_rows}
         with store.atomic_dir(fs, out_url, overwrite) as staging:
@@ -91,17 +105,23 @@ def run_pipeline(spark, train: str, out: str, estimator, *, test: str | None = N
                      parsed.display, f"{parsed.total - parsed.bad:,}", holdout * 100)
             model = build_pipeline(parsed.schema.feature_cols, label_col, transform,
                                    estimator).fit(fit_rows)
+            clock.lap("fit_pipeline")
             saved = SavedModel(model)
             save_model(fs, model, store.join(staging, "model"))
+            clock.lap("save_model")
             figures = None
             if holdout > 0:
                 figures = evaluate_frame(saved, holdout_rows)
                 write_evaluation(fs, staging, figures, saved.keras_stage.getHistory())
+                clock.lap("score_holdout")
             if test_parsed is not None:
                 write_submission(fs, saved, test_parsed.good_rows,
                                  store.join(staging, "submission.csv"), id_col)
                 summary["submission_rows"] = test_parsed.total - test_parsed.bad
+                clock.lap("write_submission")
             summary.update(_run_summary(saved.keras_stage, parsed, rejected, figures, started))
+            summary["phases"] = clock.laps
+            summary["fit_phases"] = saved.keras_stage.getSummary().get("phases")
             fs.write_text(store.join(staging, "summary.json"), json.dumps(summary, indent=2))
             for done in (parsed, test_parsed):
                 if done is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "adadelta", "rmsprop")
 USE_GPU_CHOICES = ("auto", "true", "false")
+COMPRESSIONS = ("none", "fp16")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ TRAINING_PARAMS = (
     ParamSpec("verbose", "int", 1, "0 = quiet, 1 = one line per epoch from rank 0"),
     ParamSpec("useGpu", "str", "auto", f"one of {', '.join(USE_GPU_CHOICES)}"),
     ParamSpec("mixedPrecision", "bool", False, "mixed float16 on GPUs"),
+    ParamSpec("gradientCompression", "str", "none",
+              f"gradients on the wire: one of {', '.join(COMPRESSIONS)} (fp16 halves the "
+              "allreduce bytes; worth it between nodes, not within one)"),
+    ParamSpec("backwardPassesPerStep", "int", 1,
+              "batches whose gradients each rank accumulates before one allreduce and update "
+              "(1 = every batch; N divides the allreduces by N and multiplies the batch of one "
+              "update by N)"),
     ParamSpec("maxRetries", "int", 1,
               "times a failed Horovod run is retried, each time from the last epoch checkpoint"),
     ParamSpec("resume", "bool", False,

@@ -71,6 +71,8 @@ class RankConfig:
     seed: int
     use_gpu: str
     mixed_precision: bool
+    compression: str  # "none" | "fp16": see defaults.COMPRESSIONS
+    backward_passes: int
     cache_limit_bytes: int
     cpu_threads: int  # the cores of the rank's Spark task: TensorFlow's thread budget
     resume: bool

@@ -19,7 +19,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from ..common import fs as store
-from ..common.defaults import USE_GPU_CHOICES
+from ..common.defaults import COMPRESSIONS, USE_GPU_CHOICES
 from ..common.errors import InputError, Interrupted, error_summary
 from ..common.keras_objects import (
     keyed_custom_objects,
@@ -87,7 +87,10 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
         metrics_spec(self.getMetrics())
         if self.getUseGpu() not in USE_GPU_CHOICES:
             raise InputError(f"useGpu must be one of {USE_GPU_CHOICES}, got '{self.getUseGpu()}'.")
-        for name in ("numProc", "epochs", "batchSize"):
+        if self.getGradientCompression() not in COMPRESSIONS:
+            raise InputError(f"gradientCompression must be one of {COMPRESSIONS}, got "
+                             f"'{self.getGradientCompression()}'.")
+        for name in ("numProc", "epochs", "batchSize", "backwardPassesPerStep"):
             if self.getOrDefault(name) < 1:
                 raise InputError(f"{name} must be at least 1, got {self.getOrDefault(name)}.")
         if not 0 <= self.getValidationFraction() < 1:
@@ -189,8 +192,11 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
         run, resumed = choose_run(run_store, self.getResume(), bool(self.getStorePath()))
         fs = store.HadoopFs(dataset.sparkSession)
         fs.delete(run.data_url)  # left by a killed driver
+        marks = {"staging_started": time.time()}
         try:
-            config = self._stage_data(dataset, run, target, resumed, launcher.rank_cpus())
+            config = self._stage_data(dataset, run, target, resumed,
+                                      launcher.rank_cpus(self.getNumProc()))
+            marks["staged"] = time.time()
             check_run_matches(run, config, num_proc)
             log.info("training on %d ranks, run folder %s%s", num_proc, run.url,
                      " (resuming)" if resumed else "")
@@ -202,7 +208,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
             raise
         finally:  # the Parquet copy is only for this fit; checkpoints and history stay
             fs.delete(run.data_url)
-        summary = summarise(results, config, num_proc, attempts, fit_started, time.time())
+        summary = summarise(results, config, num_proc, attempts, fit_started, time.time(), marks)
         finish_run(run, results[0]["history"], summary)
         if temp_store:
             summary["run"] = None
@@ -270,6 +276,8 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
             patience=self.getEarlyStoppingPatience(), warmup_epochs=self.getWarmupEpochs(),
             lr_decay_patience=self.getLrDecayPatience(), seed=self.getSeed(),
             use_gpu=self.getUseGpu(), mixed_precision=self.getMixedPrecision(),
+            compression=self.getGradientCompression(),
+            backward_passes=self.getBackwardPassesPerStep(),
             cache_limit_bytes=self.getCacheLimitMb() * 1024 * 1024, cpu_threads=cpu_threads,
             resume=resumed, custom_objects=keyed_custom_objects(self.getCustomObjects()),
             callbacks=tuple(self.getCallbacks() or ()), fault=FaultSpec.from_env(),

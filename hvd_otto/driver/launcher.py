@@ -36,8 +36,8 @@ class Launcher(Protocol):
     def describe(self) -> str:
         """Where the ranks run, for error messages."""
 
-    def rank_cpus(self) -> int:
-        """Cores each rank's task holds: the rank's thread budget."""
+    def rank_cpus(self, num_proc: int) -> int:
+        """TensorFlow threads for each of ``num_proc`` ranks (see :func:`rank_threads`)."""
 
 
 def rank_task_resources(master: str, conf: dict) -> tuple[int, int]:
@@ -83,8 +83,8 @@ class HorovodSparkLauncher:
             verbose=0, prefix_output_with_timestamp=False, executable=self.sc.pythonExec,
         )
 
-    def rank_cpus(self) -> int:
-        return rank_task_resources(self.sc.master, self.conf)[0]
+    def rank_cpus(self, num_proc: int) -> int:
+        return rank_threads(self.sc.master, self.conf, num_proc, os.cpu_count() or 1)
 
     def cancel(self) -> None:
         from horovod.spark.driver import job_id
@@ -110,6 +110,31 @@ class HorovodSparkLauncher:
                 f"{self.sc.getConf().get('spark.task.cpus', '1')}")
 
 
+def local_cores(master: str, cpu_count: int) -> int | None:
+    """Cores of a local-mode master (``local``, ``local[N]``, ``local[*]``, ``local[N,F]``);
+    ``None`` for a cluster master."""
+    match = re.match(r"local\[(\d+|\*)(?:,\d+)?\]$", master)
+    if master == "local":
+        return 1
+    if match:
+        return cpu_count if match.group(1) == "*" else int(match.group(1))
+    return None
+
+
+def rank_threads(master: str, conf: dict, num_proc: int, cpu_count: int) -> int:
+    """TensorFlow's thread budget per rank: the cores its Spark task holds (``spark.task.cpus``).
+
+    In local mode the training job's ranks are the only tasks running, so they share all the
+    local cores: one rank on ``local[4]`` uses 4 threads, not 1. On a cluster other tasks may
+    share the executor, so a rank keeps to its task's cores.
+    """
+    task_cpus = rank_task_resources(master, conf)[0]
+    cores = local_cores(master, cpu_count)
+    if cores is None:
+        return task_cpus
+    return max(task_cpus, cores // max(1, num_proc))
+
+
 def task_slots(master: str, conf: dict, cpu_count: int, default_parallelism: int,
                executors: int) -> int:
     """Concurrent Horovod rank tasks: cores (and GPUs, when ranks hold one) / per task.
@@ -118,14 +143,8 @@ def task_slots(master: str, conf: dict, cpu_count: int, default_parallelism: int
     (used only on a cluster whose ranks hold GPUs).
     """
     task_cpus, task_gpus = rank_task_resources(master, conf)
-    match = re.match(r"local\[(\d+|\*)(?:,\d+)?\]$", master)
-    if master == "local":
-        cores = 1
-    elif match:
-        cores = cpu_count if match.group(1) == "*" else int(match.group(1))
-    else:
-        cores = default_parallelism
-    slots = cores // task_cpus
+    cores = local_cores(master, cpu_count)
+    slots = (default_parallelism if cores is None else cores) // task_cpus
     if task_gpus > 0:
         executor_gpus = float(conf.get("spark.executor.resource.gpu.amount", "0"))
         slots = min(slots, executors * int(executor_gpus // task_gpus))

@@ -119,8 +119,43 @@ def run_with_retries(launcher: Launcher, fn: Callable[[RankConfig], dict], confi
     raise AssertionError("unreachable")
 
 
+#: The phases of a fit, in order, each ending at the named mark (driver or slowest rank).
+FIT_PHASES = (
+    ("checks", "staging_started"),       # params, slots, label scan, model check
+    ("stage_data", "staged"),            # the Parquet copy the ranks read
+    ("launch_ranks", "rank_started"),    # Spark job, Horovod task services, rank processes
+    ("import_tensorflow", "imported"),   # import tensorflow + horovod in the rank
+    ("join_ring", "joined"),             # hvd.init: Gloo rendezvous, device pinning
+    ("read_shards", "data_ready"),       # Petastorm reads of the rank's shards
+    ("build_model", "compiled"),         # model, optimizer, checkpoint restore
+    ("to_first_batch", "first_batch"),   # callbacks, the input pipeline's first batch
+    ("train", "trained"),                # model.fit from the first batch on
+    ("return_model", "returned"),        # model bytes back, summary, history committed
+)
+
+
+def fit_phases(driver_marks: dict[str, float], rank_marks: list[dict[str, float]]) -> dict:
+    """Seconds of each :data:`FIT_PHASES` phase from wall-clock marks.
+
+    A rank phase ends when the slowest rank reaches its mark (the ring waits for it); a phase
+    whose mark is missing (an older rank, a fake launcher) is left out. ``driver_marks`` holds
+    ``started``, ``staging_started``, ``staged`` and ``returned``.
+    """
+    marks = dict(driver_marks)
+    for name in {k for m in rank_marks for k in m}:
+        marks[name] = max(m[name] for m in rank_marks if name in m)
+    phases, previous = {}, marks.get("started")
+    for phase, mark in FIT_PHASES:
+        if mark not in marks or previous is None:
+            previous = marks.get(mark)
+            continue
+        phases[phase] = round(max(0.0, marks[mark] - previous), 3)
+        previous = marks[mark]
+    return phases
+
+
 def summarise(results: list[dict], config: RankConfig, num_proc: int, attempts: int,
-              fit_started: float, now: float) -> dict:
+              fit_started: float, now: float, driver_marks: dict | None = None) -> dict:
     """The fitted model's summary from the ranks' results; ranks must end identical."""
     digests = {r["digest"] for r in results}
     if len(digests) != 1:
@@ -140,6 +175,8 @@ def summarise(results: list[dict], config: RankConfig, num_proc: int, attempts: 
         "shard_rows": [r["shard_rows"] for r in results],
         "rank_digests": [r["digest"] for r in results],
         "attempts": attempts, "resumed_after_epoch": chief["resumed_after"] or None,
+        "phases": fit_phases({"started": fit_started, **(driver_marks or {}), "returned": now},
+                             [r["marks"] for r in results if r.get("marks")]),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import traceback
 
 from ..common.quiet import quiet_worker_warnings
@@ -23,23 +24,28 @@ def train_rank(config: RankConfig) -> dict:
     quiet_worker_warnings()
     rank = int(os.environ.get("HOROVOD_RANK", "-1"))
     try:
-        return _train(config)
+        return _train(config, {"rank_started": time.time()})
     except BaseException:
         RunFolder(config.run_dir).write_error(rank, traceback.format_exc())
         raise
 
 
-def _train(config: RankConfig) -> dict:
+def _train(config: RankConfig, marks: dict[str, float]) -> dict:
+    """``marks``: wall-clock times of this rank's phases (see ``training_run.fit_phases``)."""
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
+    marks["imported"] = time.time()
     run = RunFolder(config.run_dir)
     rank, size, choice, backend = _join_and_pin(config, run)
+    marks["joined"] = time.time()
     train = _datasets(config, rank, size)
     val = train.pop("validation")
+    marks["data_ready"] = time.time()
     model, lr = _compiled_model(config, size)
     state, resumed_after = _training_state(config, run, rank, size, model, train["steps"], lr,
                                            monitor="val_loss" if val else "loss")
+    marks["compiled"] = time.time()
     from .callbacks import EpochRandomness
 
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
@@ -64,8 +70,10 @@ def _train(config: RankConfig) -> dict:
                       validation_data=val["stream"](0) if val else None,
                       validation_steps=val["steps"] if val else None,
                       callbacks=callbacks, verbose=0)
+    marks["first_batch"] = state.first_batch_time or time.time()
+    marks["trained"] = time.time()
     return _result(model, state, rank, choice, backend, train["rows"], resumed_after,
-                   tf_threads())
+                   tf_threads(), marks)
 
 
 def _join_and_pin(config: RankConfig, run: RunFolder):
@@ -131,7 +139,10 @@ def _compiled_model(config: RankConfig, size: int):
     custom = config.custom_objects
     model = model_from_spec(config.model, config.n_features, config.n_classes, custom)
     lr = config.learning_rate * size
-    optimizer = hvd.DistributedOptimizer(make_optimizer(config.optimizer, lr, custom))
+    optimizer = hvd.DistributedOptimizer(
+        make_optimizer(config.optimizer, lr, custom),
+        compression=hvd.Compression.fp16 if config.compression == "fp16" else hvd.Compression.none,
+        backward_passes_per_step=config.backward_passes)
     model.compile(optimizer=optimizer, loss=make_loss(config.loss, custom),
                   metrics=make_metrics(list(config.metrics), custom))
     return model, lr
@@ -156,7 +167,7 @@ def _training_state(config: RankConfig, run: RunFolder, rank: int, size: int, mo
 
 
 def _result(model, state, rank: int, choice, backend: str, shard_rows: int,
-            resumed_after: int | None, cpu_threads: int) -> dict:
+            resumed_after: int | None, cpu_threads: int, marks: dict[str, float]) -> dict:
     """Best weights, per-rank facts for the driver, and (rank 0) the model's bytes."""
     from ..common.keras_model import model_to_bytes
     from .callbacks import weights_digest
@@ -167,7 +178,7 @@ def _result(model, state, rank: int, choice, backend: str, shard_rows: int,
     result = {"rank": rank, "digest": weights_digest(model), "device": str(choice),
               "cpu_threads": cpu_threads,
               "allreduce": backend, "first_batch_time": state.first_batch_time,
-              "shard_rows": shard_rows, "resumed_after": resumed_after}
+              "shard_rows": shard_rows, "resumed_after": resumed_after, "marks": marks}
     if rank == 0:
         result.update(model=model_to_bytes(model), history=state.history,
                       best_epoch=state.rules.best_epoch)

@@ -148,7 +148,7 @@ class FailingLauncher:
     def describe(self):
         return "a launcher that fails"
 
-    def rank_cpus(self):
+    def rank_cpus(self, num_proc):
         return 1
 
 

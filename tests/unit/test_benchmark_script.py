@@ -22,3 +22,37 @@ def test_the_pyarrow_baseline_splits_scales_and_writes_parquet(tmp_path):
     features = train.column("features").combine_chunks().flatten().to_numpy()
     assert abs(features.mean()) < 0.05  # standard-scaled on the training split
     assert train.schema.field("label").type == "int32"
+
+
+def test_the_single_process_keras_script_scores_a_stratified_holdout(tmp_path):
+    otto = synthetic_otto_dir(tmp_path / "otto", 900)
+    run = load_benchmark().baseline_script(str(otto / "train.csv.zip"), epochs=2, batch=64,
+                                           lr=0.001)
+    assert run["epochs"] == 2 and 0 < run["fit_seconds"] <= run["seconds"]
+    assert 0 < run["holdout_log_loss"] < 2.2  # below log(9): it learnt something
+    assert 0 <= run["holdout_accuracy"] <= 1
+
+
+def test_report_renders_the_readme_tables_from_the_json():
+    figures = {
+        "machine": {"cores": 2, "cpu": "Xeon", "memory_gib": 24.0, "gpus": 0,
+                    "tensorflow": "2.15.1", "pyspark": "3.5.1", "horovod": "0.28.1"},
+        "pipeline": {
+            "keras_script": {"epochs": 20, "fit_seconds": 25.0, "seconds": 30.0,
+                             "ratio_vs_script": 1.0, "holdout_log_loss": 0.49,
+                             "holdout_accuracy": 0.81},
+            "hvd_otto_defaults_2_ranks": {"epochs": 18, "fit_seconds": 40.0, "seconds": 45.0,
+                                          "ratio_vs_script": 1.5, "holdout_log_loss": 0.475,
+                                          "holdout_accuracy": 0.815,
+                                          "phases": {"read_and_validate_csv": 3.0},
+                                          "fit_phases": {"train": 30.0}},
+            "speedup_vs_horovod_estimator": 3.2},
+        "scoring": {"rows": 144368, "numpy_predict_rows_per_second": 100000.0,
+                    "transform_rows_per_second": 60000.0, "ratio": 0.6},
+    }
+    text = load_benchmark().report(figures)
+    assert text.startswith("Measured on 2 cores (Xeon), 24.0 GiB, 0 GPU")
+    assert "| hvd_otto_defaults_2_ranks | 18 | 40.0 | 45.0 | 1.50 | 0.4750 | 0.8150 |" in text
+    assert "3.20× faster than Horovod's KerasEstimator" in text
+    assert "| fit: train | 30.0 |" in text
+    assert "| transform, PipelineModel, Parquet written | 60,000 | 0.60 |" in text

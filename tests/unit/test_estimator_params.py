@@ -119,6 +119,8 @@ def test_unknown_params_and_positional_arguments_are_refused():
     ({"useGpu": "maybe"}, "useGpu must be one of"),
     ({"numProc": 0}, "numProc must be at least 1"),
     ({"batchSize": 0}, "batchSize must be at least 1"),
+    ({"gradientCompression": "gzip"}, "gradientCompression must be one of"),
+    ({"backwardPassesPerStep": 0}, "backwardPassesPerStep must be at least 1"),
     ({"validationFraction": 1.0}, "validationFraction must be in"),
     ({"modelConfig": "{}", "modelFile": "m.keras"}, "not both"),
     ({"model": "m", "modelConfig": "{}"}, "not both model and modelConfig"),

@@ -81,3 +81,22 @@ def test_rank_task_resources_and_when_the_horovod_job_needs_a_profile(master, co
 def test_gpu_ranks_are_limited_by_executor_gpus_without_an_app_wide_task_amount():
     # 2 executors × 2 cores × 1 GPU: ETL has 4 slots, ranks 2.
     assert task_slots("spark://h:7077", EXECUTOR_GPU, 2, 4, 2) == 2
+
+
+@pytest.mark.parametrize("master, conf, num_proc, expected", [
+    ("local[2]", {}, 1, 2),       # one rank alone on local[2] uses both cores
+    ("local[2]", {}, 2, 1),
+    ("local[*]", {}, 3, 2),       # 8 cores (cpu_count below) over 3 ranks
+    ("local[4,2]", {}, 2, 2),
+    ("local", {}, 1, 1),
+    ("local[4]", {"spark.task.cpus": "4"}, 1, 4),
+    ("local[2]", {"spark.task.cpus": "2"}, 2, 2),   # never below the task's own cores
+    ("spark://h:7077", {}, 1, 1),  # a cluster rank keeps to its task's cores
+    ("spark://h:7077", {"spark.task.cpus": "3"}, 2, 3),
+    ("yarn", {"spark.task.cpus": "2"}, 1, 2),
+])
+def test_rank_threads_share_local_cores_and_keep_to_the_task_on_a_cluster(master, conf,
+                                                                           num_proc, expected):
+    from hvd_otto.driver.launcher import rank_threads
+
+    assert rank_threads(master, conf, num_proc, cpu_count=8) == expected

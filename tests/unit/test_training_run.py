@@ -212,3 +212,21 @@ def test_a_rank_failure_after_a_stop_request_is_not_retried(tmp_path):
     with pytest.raises(Interrupted) as caught:
         run_with_retries(launcher, None, config_in(tmp_path), 2, policy)
     assert caught.value.exit_code == 130 and len(launcher.configs) == 1
+
+
+def test_fit_phases_end_at_the_slowest_rank_and_skip_missing_marks():
+    from hvd_otto.driver.training_run import fit_phases
+
+    driver = {"started": 100.0, "staging_started": 101.0, "staged": 104.0, "returned": 130.0}
+    ranks = [{"rank_started": 106.0, "imported": 109.0, "joined": 109.5, "data_ready": 110.0,
+              "compiled": 111.0, "first_batch": 111.5, "trained": 128.0},
+             {"rank_started": 107.0, "imported": 110.0, "joined": 110.5, "data_ready": 110.5,
+              "compiled": 111.0, "first_batch": 111.5, "trained": 128.5}]
+    phases = fit_phases(driver, ranks)
+    assert phases == {"checks": 1.0, "stage_data": 3.0, "launch_ranks": 3.0,
+                      "import_tensorflow": 3.0, "join_ring": 0.5, "read_shards": 0.0,
+                      "build_model": 0.5, "to_first_batch": 0.5, "train": 17.0,
+                      "return_model": 1.5}
+    assert sum(phases.values()) == 30.0
+    # a fake launcher's ranks report no marks: only the driver's phases, nothing invented
+    assert fit_phases(driver, []) == {"checks": 1.0, "stage_data": 3.0}
