@@ -49,6 +49,11 @@ def test_two_ranks_train_in_lockstep(fitted):
     assert len(set(summary["rank_digests"])) == 1  # both ranks hold identical weights
     assert all(rows > 0 for rows in summary["shard_rows"])
     assert all("CPU" in d for d in summary["devices"])
+    # every phase of the fit timed, from the driver's checks to the model's return
+    from hvd_otto.driver.training_run import FIT_PHASES
+
+    assert list(summary["phases"]) == [name for name, _ in FIT_PHASES]
+    assert abs(sum(summary["phases"].values()) - summary["fit_seconds"]) < 0.05
 
 
 def test_history_and_checkpoints_are_in_the_store(fitted):
