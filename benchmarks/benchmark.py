@@ -94,10 +94,17 @@ def scaled_otto(train_zip: str, scale: int, path: str) -> str:
     return path
 
 
-def _timed_cli_prepare(train: str, out: str, master: str) -> float:
-    """Seconds of ``python -m hvd_otto.app.cli prepare`` as a whole process (JVM start included)."""
+def _timed_cli_prepare(train: str, out: str, master: str) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, its whole process tree) of ``python -m
+    hvd_otto.app.cli prepare`` as a whole process, JVM start included."""
+    import resource
     import subprocess
 
+    def children_cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu = children_cpu()
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hvd_otto.app.cli", "prepare", "--train", train,
                            "--out", out, "--master", master], capture_output=True, text=True,
@@ -105,7 +112,7 @@ def _timed_cli_prepare(train: str, out: str, master: str) -> float:
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"hvd-otto prepare failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-    return seconds
+    return seconds, children_cpu() - cpu
 
 
 def bench_ingest(args) -> dict:
@@ -115,9 +122,9 @@ def bench_ingest(args) -> dict:
     tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-")
     if args.scale > 1:
         train_zip = scaled_otto(train_zip, args.scale, os.path.join(tmp, f"otto_x{args.scale}.csv"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rows = baseline_prepare(train_zip, os.path.join(tmp, "baseline"))
-    baseline = time.perf_counter() - started
+    baseline, baseline_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     started = time.perf_counter()
     spark = get_spark(args.master)
@@ -128,7 +135,8 @@ def bench_ingest(args) -> dict:
     process, master = None, spark.sparkContext.master
     if args.scale > 1:
         spark.stop()  # the whole-process run starts its own JVM; do not compete with this one
-        process = _timed_cli_prepare(train_zip, os.path.join(tmp, "cli"), args.master)
+        process, process_cpu = _timed_cli_prepare(train_zip, os.path.join(tmp, "cli"),
+                                                  args.master)
     figures = {
         "rows": rows,
         "scale": args.scale,
@@ -144,6 +152,10 @@ def bench_ingest(args) -> dict:
     if process is not None:
         figures["cli_prepare_process_seconds"] = process
         figures["ratio_cli_process_vs_baseline"] = process / baseline
+        figures["baseline_cpu_seconds"] = baseline_cpu
+        figures["cli_prepare_process_cpu_seconds"] = process_cpu
+        figures["ratio_cli_process_cpu_vs_baseline"] = process_cpu / baseline_cpu
+        figures["load_average_1min_at_end"] = os.getloadavg()[0]
     print(f"ingest of {rows:,} Otto rows (x{args.scale}, master {figures['master']}):")
     print(f"  baseline (pyarrow, one process)      {baseline:7.2f} s")
     print(f"  hvd-otto prepare, warm session       {warm.seconds:7.2f} s  "
@@ -154,6 +166,9 @@ def bench_ingest(args) -> dict:
     if process is not None:
         print(f"  hvd-otto prepare, whole process      {process:7.2f} s  "
               f"({figures['ratio_cli_process_vs_baseline']:.1f}x baseline)")
+        print(f"  CPU seconds (user+sys): baseline {baseline_cpu:.2f}, whole process "
+              f"{process_cpu:.2f} ({figures['ratio_cli_process_cpu_vs_baseline']:.1f}x); "
+              f"load average {figures['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores")
     return figures
 
 
