@@ -146,8 +146,7 @@ def read_csv(
 
     def raw_lines(batches):
         for batch, numbers in numbered(batches, first_line):
-            raw = [bytes(v).decode("utf-8", errors="replace")
-                   for v in batch.column("value").to_pylist()]
+            raw = [v.decode("utf-8", errors="replace") for v in batch.column("value").to_pylist()]
             yield pa.RecordBatch.from_arrays([pa.array(numbers, pa.int64()),
                                               pa.array(raw, pa.string())], names=[LINE, RAW])
 

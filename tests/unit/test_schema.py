@@ -182,6 +182,14 @@ def test_fast_path_declines_every_anomaly_and_the_pipeline_equals_parse_rows(nam
     assert_frame_equal(out.to_pandas(), _reference(lines, numbers, s))
 
 
+def test_a_batch_without_data_lines_gives_an_empty_table_of_the_right_schema():
+    from hvd_otto.data.schema import arrow_schema, parse_lines
+
+    s = schema("id,f1,f2,target")
+    out = parse_lines([], [], s)
+    assert out.num_rows == 0 and out.schema == arrow_schema(s)
+
+
 @pytest.mark.parametrize("spelling", [b"+1", b"0010", b"-0", b"1E+2", b"5.", b".5e1", b"1_0",
                                       b"0x10", b"1e-400", b"Infinity", b"2.0000000000000001"])
 def test_number_spellings_get_the_same_verdict_and_value_on_either_path(spelling):
