@@ -1,7 +1,7 @@
 """Benchmarks on the real Otto data, each against a plain single-process baseline run in the
 same script (the machines are shared and noisy: compare ratios, not absolute seconds).
 
-    python benchmarks/benchmark.py ingest --otto DIR [--out results.json]
+    python benchmarks/benchmark.py ingest --otto DIR [--scale 10] [--out results.json]
     python benchmarks/benchmark.py train  --otto DIR [--epochs 20] [--out results.json]
     python benchmarks/benchmark.py memory [--rows 200000,2000000] [--train-rows 0] [--out ...]
     python benchmarks/benchmark.py retry  --otto DIR [--epochs 6] [--out results.json]
@@ -12,7 +12,9 @@ same script (the machines are shared and noisy: compare ratios, not absolute sec
 ``test.csv.zip``; the repository never contains them. The package must be installed
 (``make setup`` does it); every default model setting is the Estimator's.
 
-``ingest``: ``prepare`` with Spark vs pyarrow CSV → numpy transform → Parquet.
+``ingest``: ``prepare`` with Spark vs pyarrow CSV → numpy transform → Parquet. With
+``--scale N`` both read Otto × N (the train file repeated N times with unique ids, written once
+as a plain .csv), and ``hvd-otto prepare`` is also timed as a whole process.
 ``train``: tf.keras ``model.fit`` on numpy vs hvd-otto with 1 and 2 ranks (same model, batch
 size and epochs), holdout quality, and ``transform`` rows/s vs ``model.predict`` on Otto's test file.
 ``memory``: peak memory of ``hvd-otto predict`` (driver, JVM and Python workers together) on
@@ -46,14 +48,22 @@ import numpy as np
 OTTO_ENV = "HVD_OTTO_DATA"
 
 
+def _read_train_bytes(train: str) -> bytes:
+    """The bytes of Otto's train CSV, from the Kaggle .zip or a plain .csv."""
+    if train.lower().endswith(".zip"):
+        with zipfile.ZipFile(train) as archive:
+            return archive.read(archive.namelist()[0])
+    with open(train, "rb") as f:
+        return f.read()
+
+
 def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: int = 42) -> int:
     """Single process: pyarrow CSV read → log1p → standard scaling → split → Parquet."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    with zipfile.ZipFile(train_zip) as archive:
-        data = archive.read(archive.namelist()[0])
+    data = _read_train_bytes(train_zip)
     table = pa_csv.read_csv(io.BytesIO(data))
     features = [c for c in table.column_names if c not in ("id", "target")]
     x = np.column_stack([table[c].to_numpy() for c in features]).astype(np.float64)
@@ -79,14 +89,59 @@ def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: in
     return len(y)
 
 
+def scaled_otto(train_zip: str, scale: int, path: str) -> str:
+    """Write Otto's train file repeated ``scale`` times, ids made unique, as a plain CSV."""
+    header, _, body = _read_train_bytes(train_zip).partition(b"\n")
+    lines = body.rstrip(b"\n").split(b"\n")
+    ids, rests = zip(*(line.split(b",", 1) for line in lines))
+    ids = [int(i) for i in ids]
+    step = max(ids)
+    with open(path, "wb") as f:
+        f.write(header.rstrip(b"\r") + b"\n")
+        f.writelines(b"".join(b"%d,%s\n" % (i + k * step, rest.rstrip(b"\r"))
+                              for i, rest in zip(ids, rests)) for k in range(scale))
+    return path
+
+
+def _timed_cli_prepare(train: str, out: str, master: str) -> tuple[float, float]:
+    """Wall and CPU seconds of ``python -m hvd_otto.app.cli prepare`` as a whole process, JVM
+    start included. CPU is user + system of every process of its tree (the JVM and the Python
+    workers), sampled every 0.1 s: the last 0.1 s of each process is missed."""
+    import subprocess
+
+    import psutil
+
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "hvd_otto.app.cli", "prepare", "--train",
+                             train, "--out", out, "--master", master],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = psutil.Process(proc.pid)
+    cpu: dict[int, float] = {}
+    while proc.poll() is None:
+        try:
+            for p in [root, *root.children(recursive=True)]:
+                t = p.cpu_times()
+                cpu[p.pid] = max(cpu.get(p.pid, 0.0), t.user + t.system)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    output = proc.stdout.read()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"hvd-otto prepare failed:\n{output[-3000:]}")
+    return seconds, sum(cpu.values())
+
+
 def bench_ingest(args) -> dict:
     from hvd_otto import get_spark, prepare
 
     train_zip = os.path.join(args.otto, "train.csv.zip")
     tmp = tempfile.mkdtemp(prefix="hvd-otto-bench-")
-    started = time.perf_counter()
+    if args.scale > 1:
+        train_zip = scaled_otto(train_zip, args.scale, os.path.join(tmp, f"otto_x{args.scale}.csv"))
+    started, cpu = time.perf_counter(), time.process_time()
     rows = baseline_prepare(train_zip, os.path.join(tmp, "baseline"))
-    baseline = time.perf_counter() - started
+    baseline, baseline_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     started = time.perf_counter()
     spark = get_spark(args.master)
@@ -94,8 +149,14 @@ def bench_ingest(args) -> dict:
     result = prepare(spark, train_zip, os.path.join(tmp, "spark"))
     spark_total = time.perf_counter() - started
     warm = prepare(spark, train_zip, os.path.join(tmp, "spark2"))
+    process, master = None, spark.sparkContext.master
+    if args.scale > 1:
+        spark.stop()  # the whole-process run starts its own JVM; do not compete with this one
+        process, process_cpu = _timed_cli_prepare(train_zip, os.path.join(tmp, "cli"),
+                                                  args.master)
     figures = {
         "rows": rows,
+        "scale": args.scale,
         "baseline_pyarrow_seconds": baseline,
         "spark_session_start_seconds": session,
         "spark_prepare_first_seconds": result.seconds,
@@ -103,15 +164,28 @@ def bench_ingest(args) -> dict:
         "spark_total_with_start_seconds": spark_total,
         "ratio_warm_vs_baseline": warm.seconds / baseline,
         "ratio_with_start_vs_baseline": spark_total / baseline,
-        "master": spark.sparkContext.master,
+        "master": master,
     }
-    print(f"ingest of {rows:,} Otto rows (master {figures['master']}):")
+    if process is not None:
+        figures["cli_prepare_process_seconds"] = process
+        figures["ratio_cli_process_vs_baseline"] = process / baseline
+        figures["baseline_cpu_seconds"] = baseline_cpu
+        figures["cli_prepare_process_cpu_seconds"] = process_cpu
+        figures["ratio_cli_process_cpu_vs_baseline"] = process_cpu / baseline_cpu
+        figures["load_average_1min_at_end"] = os.getloadavg()[0]
+    print(f"ingest of {rows:,} Otto rows (x{args.scale}, master {figures['master']}):")
     print(f"  baseline (pyarrow, one process)      {baseline:7.2f} s")
     print(f"  hvd-otto prepare, warm session       {warm.seconds:7.2f} s  "
           f"({figures['ratio_warm_vs_baseline']:.1f}x baseline)")
     print(f"  hvd-otto prepare, first in session   {result.seconds:7.2f} s")
     print(f"  ... plus SparkSession start-up       {spark_total:7.2f} s  "
           f"({figures['ratio_with_start_vs_baseline']:.1f}x baseline)")
+    if process is not None:
+        print(f"  hvd-otto prepare, whole process      {process:7.2f} s  "
+              f"({figures['ratio_cli_process_vs_baseline']:.1f}x baseline)")
+        print(f"  CPU seconds (user+sys): baseline {baseline_cpu:.2f}, whole process "
+              f"{process_cpu:.2f} ({figures['ratio_cli_process_cpu_vs_baseline']:.1f}x); "
+              f"load average {figures['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores")
     return figures
 
 
@@ -674,6 +748,9 @@ def main(argv=None) -> int:
                         help=f"folder with Otto's train.csv.zip and test.csv.zip (default: "
                              f"${OTTO_ENV})")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="ingest: read Otto x SCALE (train rows repeated, ids unique) and "
+                             "also time 'hvd-otto prepare' as a whole process")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs (default 20 for train, 6 for retry)")
     parser.add_argument("--rows", default="200000,2000000",

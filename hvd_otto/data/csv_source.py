@@ -23,7 +23,7 @@ from .schema import (
     REASON,
     CsvSchema,
     InputError,
-    parse_rows,
+    parse_lines,
     parsed_columns,
     schema_from_header,
     split_header_line,
@@ -105,15 +105,20 @@ def read_csv(
     label_col: str | None = "target",
     require_label: bool = True,
 ) -> ParsedCsv:
-    """Read and validate one Otto-schema CSV with Spark; the result's rows are cached."""
+    """Read and validate one Otto-schema CSV with Spark; the result's rows are cached.
+
+    Each Arrow batch of lines is parsed natively by :func:`~.schema.parse_rows_fast` when it is
+    provably clean, otherwise line by line by :func:`~.schema.parse_rows` (exact reasons).
+    """
+    import pyarrow as pa
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
     from ..common.preflight import INGEST_MODULES, check_executor_python
 
     check_executor_python(spark.sparkContext, INGEST_MODULES)  # workers parse the lines
-    # Lines travel as bytes and are decoded in Python with replacement, so a byte that is not
-    # UTF-8 becomes a rejected row naming its line instead of a crash in the Arrow transfer.
+    # Lines travel as bytes: a batch the fast path declines is decoded with replacement, so a
+    # byte that is not UTF-8 becomes a rejected row naming its line instead of a crash.
     text = spark.read.text(url).select(F.input_file_block_start().alias("_block"),
                                        F.col("value").cast("binary").alias("value"))
     first = text.limit(1).collect()
@@ -133,17 +138,17 @@ def read_csv(
 
     def parse(batches):
         for batch, numbers in numbered(batches, first_line):
-            keep = [i for i, n in enumerate(numbers) if n != 1]
-            lines = [bytes(v).decode("utf-8", errors="replace")
-                     for v in batch["value"].iloc[keep]]
-            yield parse_rows(lines, [numbers[i] for i in keep], schema)
+            values = batch.column("value")
+            data = numbers != 1  # the header (line 1) is not a data row
+            if not data.all():
+                values, numbers = values.filter(pa.array(data)), numbers[data]
+            yield from parse_lines(values, numbers, schema).to_batches()
 
     def raw_lines(batches):
-        import pandas as pd
-
         for batch, numbers in numbered(batches, first_line):
-            yield pd.DataFrame({LINE: numbers, RAW: [bytes(v).decode("utf-8", errors="replace")
-                                                     for v in batch["value"]]})
+            raw = [v.decode("utf-8", errors="replace") for v in batch.column("value").to_pylist()]
+            yield pa.RecordBatch.from_arrays([pa.array(numbers, pa.int64()),
+                                              pa.array(raw, pa.string())], names=[LINE, RAW])
 
     fields = [StructField(LINE, LongType()), StructField(schema.id_col, StringType())]
     if schema.label_col:
@@ -152,9 +157,9 @@ def read_csv(
     fields += [StructField(c, StringType()) for c in (REASON, COLUMN, RAW)]
     assert [f.name for f in fields] == parsed_columns(schema)
     rows = flag_duplicate_ids(
-        text.mapInPandas(parse, StructType(fields)).persist(), schema.id_col,
-        lambda: text.mapInPandas(raw_lines, StructType([StructField(LINE, LongType()),
-                                                        StructField(RAW, StringType())])))
+        text.mapInArrow(parse, StructType(fields)).persist(), schema.id_col,
+        lambda: text.mapInArrow(raw_lines, StructType([StructField(LINE, LongType()),
+                                                       StructField(RAW, StringType())])))
     counts = rows.groupBy(F.col(REASON).isNull().alias("good")).count().collect()
     by_verdict = {r["good"]: r["count"] for r in counts}
     total = sum(by_verdict.values())
@@ -166,14 +171,20 @@ def read_csv(
 def numbered(batches, first_line: dict[int, int]):
     """Each Arrow batch of ``(_block, value)`` rows with the file line number of every row.
 
-    A block is read by one task in order, so its lines count up from the block's first line.
+    A block is read by one task in order, so its lines count up from the block's first line;
+    the numbers are an ``int64`` numpy array, counted per block with numpy (no per-row Python).
     """
+    import numpy as np
+
     seen: dict[int, int] = {}
     for batch in batches:
-        numbers = []
-        for block in batch["_block"]:
-            numbers.append(first_line[block] + seen.get(block, 0))
-            seen[block] = seen.get(block, 0) + 1
+        blocks = batch.column("_block").to_numpy(zero_copy_only=False)
+        numbers = np.empty(len(blocks), dtype=np.int64)
+        for block in np.unique(blocks):  # usually one block per batch
+            at = np.flatnonzero(blocks == block)
+            start = first_line[int(block)] + seen.get(int(block), 0)
+            numbers[at] = np.arange(start, start + len(at), dtype=np.int64)
+            seen[int(block)] = seen.get(int(block), 0) + len(at)
         yield batch, numbers
 
 

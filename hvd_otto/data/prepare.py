@@ -42,7 +42,10 @@ def stratified_split(df, label_col: str, fraction: float, seed: int):
     """Split into (train, validation) with round(fraction · n) validation rows per class.
 
     The order within a class is a hash of the seed and the row's line number, so the split
-    does not depend on how Spark partitioned the data.
+    does not depend on how Spark partitioned the data. Only ``(label, hash, line)`` is ranked
+    (a narrow shuffle, one small job): each class's last validation row becomes a threshold,
+    and a row is in validation when its ``(hash, line)`` is not above its class's threshold.
+    The wide rows are neither shuffled nor cached again; both splits are filters of ``df``.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -51,16 +54,24 @@ def stratified_split(df, label_col: str, fraction: float, seed: int):
         return df, df.limit(0)
     if not 0 < fraction < 1:
         raise InputError(f"--validation must be in [0, 1), got {fraction}.")
-    by_class = Window.partitionBy(label_col)
-    ordered = by_class.orderBy(F.xxhash64(F.lit(seed), F.col(LINE)), F.col(LINE))
-    ranked = df.withColumn("_rank", F.row_number().over(ordered)).withColumn(
-        "_n", F.count(F.lit(1)).over(by_class)
-    )
-    is_val = F.col("_rank") <= F.round(F.col("_n") * F.lit(fraction))
-    ranked = ranked.withColumn("_is_val", is_val).drop("_rank", "_n").persist()
+    order = F.xxhash64(F.lit(seed), F.col(LINE))
+    keys = df.select(F.col(label_col).alias("_label"), order.alias("_top_hash"),
+                     F.col(LINE).alias("_top_line"))
+    by_class = Window.partitionBy("_label")
+    ranked = (keys.withColumn("_rank", F.row_number().over(by_class.orderBy("_top_hash",
+                                                                            "_top_line")))
+              .withColumn("_n", F.count(F.lit(1)).over(by_class)))
+    last = ranked.where(F.col("_rank") == F.round(F.col("_n") * F.lit(fraction))).select(
+        "_label", "_top_hash", "_top_line")
+    thresholds = df.sparkSession.createDataFrame(last.collect(), last.schema)
+    marked = df.join(F.broadcast(thresholds), df[label_col] == thresholds["_label"], "left")
+    is_val = F.coalesce((order < F.col("_top_hash"))
+                        | ((order == F.col("_top_hash")) & (F.col(LINE) <= F.col("_top_line"))),
+                        F.lit(False))
+    marked = marked.withColumn("_is_val", is_val)
     cols = df.columns
-    return (ranked.where(~F.col("_is_val")).select(*cols),
-            ranked.where(F.col("_is_val")).select(*cols))
+    return (marked.where(~F.col("_is_val")).select(*cols),
+            marked.where(F.col("_is_val")).select(*cols))
 
 
 def float_array(df, col: str):

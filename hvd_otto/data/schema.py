@@ -243,3 +243,104 @@ def _split_one(text: str) -> list[str] | None:
         return next(csv.reader([text], strict=True))
     except (csv.Error, StopIteration):
         return None
+
+
+# --- Native fast path -------------------------------------------------------------------------
+
+#: Bytes a batch may hold for :func:`parse_rows_fast` to take it: printable ASCII other than
+#: space and ``"``, plus the ``\n`` between lines. Anything else (quotes, whitespace, a BOM,
+#: ``\r``, bytes that are not ASCII or not UTF-8) sends the batch to :func:`parse_rows`.
+_FAST_BYTES = bytes(b for b in range(0x21, 0x7F) if b != 0x22) + b"\n"
+
+
+def arrow_schema(schema: CsvSchema):
+    """The Arrow schema of :func:`parsed_columns` (what Spark's ``mapInArrow`` expects)."""
+    import pyarrow as pa
+
+    types = {LINE: pa.int64(), **{c: pa.float64() for c in schema.feature_cols}}
+    return pa.schema([(c, types.get(c, pa.string())) for c in parsed_columns(schema)])
+
+
+def parse_rows_fast(buffer: bytes, line_numbers, schema: CsvSchema):
+    """Parse a batch of data lines natively with pyarrow when every row is provably good.
+
+    ``buffer`` is the batch's lines joined with ``b"\\n"`` and ``line_numbers`` their file line
+    numbers. Returns a ``pyarrow.Table`` of :func:`arrow_schema` that equals what
+    :func:`parse_rows` gives for these lines (all verdicts ``None``), or ``None`` when the batch
+    might hold anything :func:`parse_rows` would reject, or treat differently: a byte outside
+    :data:`_FAST_BYTES` (so no quotes, whitespace, BOM, CR, non-ASCII or invalid UTF-8), a
+    blank line, a wrong field count, an empty id or label, an empty, NaN, infinite, negative,
+    fractional or out-of-range feature, or any cell pyarrow does not parse. Then the caller
+    runs :func:`parse_rows`, which names every bad line's column and reason.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+
+    n = len(line_numbers)
+    raw = np.frombuffer(buffer, dtype=np.uint8)
+    if n == 0 or raw.size == 0 or np.count_nonzero(raw == 0x0A) != n - 1:
+        return None  # a line holds "\n" (or lines are missing): not a plain batch
+    allowed = np.zeros(256, dtype=bool)
+    allowed[np.frombuffer(_FAST_BYTES, dtype=np.uint8)] = True
+    if not allowed[raw].all():
+        return None
+    text_cols = [c for c in (schema.id_col, schema.label_col) if c]
+    types = {c: pa.string() for c in text_cols}
+    types.update({c: pa.float64() for c in schema.feature_cols})
+    try:
+        table = pa_csv.read_csv(
+            pa.py_buffer(buffer),
+            read_options=pa_csv.ReadOptions(column_names=list(schema.columns), use_threads=False,
+                                            block_size=max(1 << 20, raw.size + 1)),
+            convert_options=pa_csv.ConvertOptions(column_types=types, null_values=[],
+                                                  strings_can_be_null=False,
+                                                  quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != n:  # pyarrow skipped an empty line
+        return None
+    for name in text_cols:
+        column = table[name]
+        if column.null_count or pc.min(pc.binary_length(column)).as_py() == 0:
+            return None
+    for name in schema.feature_cols:
+        column = table[name]
+        if column.null_count:
+            return None
+        values = column.to_numpy()
+        with np.errstate(invalid="ignore"):
+            good = (values >= 0) & (values <= MAX_ABS_VALUE) & (np.floor(values) == values)
+        if not good.all():  # NaN fails every comparison, infinities the range
+            return None
+    out = arrow_schema(schema)
+    nulls = pa.nulls(n, pa.string())
+    columns = {LINE: pa.array(np.asarray(line_numbers, dtype=np.int64)), REASON: nulls,
+               COLUMN: nulls, RAW: nulls}
+    return pa.table([columns[c] if c in columns else table[c] for c in out.names], schema=out)
+
+
+def parse_lines(values, line_numbers, schema: CsvSchema):
+    """What ``read_csv`` does with one batch: :func:`parse_rows_fast`, else :func:`parse_rows`.
+
+    ``values`` are the raw lines (a pyarrow binary array, or a list of ``bytes``) without the
+    header, ``line_numbers`` their file line numbers. Returns a ``pyarrow.Table`` of
+    :func:`arrow_schema`; only a batch the fast path declines is decoded (with replacement, so
+    bytes that are not UTF-8 become a rejected row) and checked line by line in Python.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(values, pa.binary()) if not isinstance(values, pa.Array) else values
+    fast = None
+    if len(values):
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()),
+                                                         values.cast(pa.binary())), b"\n")[0]
+        fast = parse_rows_fast(joined.as_buffer(), line_numbers, schema)
+    if fast is not None:
+        return fast
+    lines = [v.decode("utf-8", errors="replace") for v in values.to_pylist()]
+    frame = parse_rows(lines, line_numbers, schema)
+    return pa.Table.from_pandas(frame, schema=arrow_schema(schema), preserve_index=False)

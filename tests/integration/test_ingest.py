@@ -154,6 +154,31 @@ def test_same_seed_same_split_and_data(spark, tmp_path):
     assert ids[0] == ids[1] and abs(len(ids[0]) - 400) <= 9  # rounding per class
 
 
+def test_stratified_split_takes_each_class_first_rows_by_seeded_hash(spark):
+    """Validation = per class, the first round(n * fraction) rows ordered by
+    (xxhash64(seed, line), line), rounding half up; a class too small gets none."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from hvd_otto.data.prepare import stratified_split
+
+    labels = ["A"] * 10 + ["B"] * 37 + ["C"]  # 2.5 → 3, 9.25 → 9, 0.25 → 0 validation rows
+    lines = [int(n) for n in np.arange(2, 2 + len(labels)) * 3]
+    df = spark.createDataFrame(pd.DataFrame({"_line": lines, "target": labels,
+                                             "x": np.arange(len(labels), dtype=float)}))
+    train, val = stratified_split(df, "target", 0.25, seed=9)
+    keys = df.select("_line", "target", F.xxhash64(F.lit(9), F.col("_line")).alias("h")).toPandas()
+    want = set()
+    for _, group in keys.groupby("target"):
+        take = int(np.floor(len(group) * 0.25 + 0.5))
+        want |= set(group.sort_values(["h", "_line"])["_line"].iloc[:take])
+    got_val = [r["_line"] for r in val.collect()]
+    got_train = [r["_line"] for r in train.collect()]
+    assert len(want) == 12 and sorted(got_val) == sorted(want)
+    assert sorted(got_train) == sorted(set(lines) - want)
+    assert train.columns == val.columns == df.columns
+
+
 # --- the real Otto file (prepared once for the module) ---------------------------------------
 
 
