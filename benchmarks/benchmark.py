@@ -724,11 +724,15 @@ def report(figures: dict) -> str:
     if i:
         out += ["", f"| ingest ({i['rows']:,} rows) | s | × pyarrow |", "| --- | ---: | ---: |",
                 f"| pyarrow, one process | {i['baseline_pyarrow_seconds']:.1f} | 1.00 |"]
-        for key, label in (("process_seconds", "hvd-otto prepare, whole process"),
-                           ("spark_prepare_warm_seconds", "prepare in a warm session")):
+        for key, label in (("cli_prepare_process_seconds", "`hvd-otto prepare`, whole process"),
+                           ("spark_prepare_warm_seconds", "`prepare` in a warm session")):
             if key in i:
                 out.append(f"| {label} | {i[key]:.1f} | "
                            f"{i[key] / i['baseline_pyarrow_seconds']:.2f} |")
+        if "cli_prepare_process_cpu_seconds" in i:
+            out.append(f"\nCPU seconds (user+sys): pyarrow {i['baseline_cpu_seconds']:.1f}, "
+                       f"whole `prepare` process {i['cli_prepare_process_cpu_seconds']:.1f} "
+                       f"({i['ratio_cli_process_cpu_vs_baseline']:.1f}×).")
     sc = figures.get("scoring")
     if sc:
         out += ["", f"| scoring {sc['rows']:,} test rows | rows/s | × predict |",
@@ -748,9 +752,10 @@ def main(argv=None) -> int:
                         help=f"folder with Otto's train.csv.zip and test.csv.zip (default: "
                              f"${OTTO_ENV})")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--scale", type=int, default=1,
+    parser.add_argument("--scale", type=int, default=None,
                         help="ingest: read Otto x SCALE (train rows repeated, ids unique) and "
-                             "also time 'hvd-otto prepare' as a whole process")
+                             "also time 'hvd-otto prepare' as a whole process (default 1; "
+                             "10 for all)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs (default 20 for train, 6 for retry)")
     parser.add_argument("--rows", default="200000,2000000",
@@ -775,6 +780,8 @@ def main(argv=None) -> int:
         print(f"error: Otto's train.csv.zip not found in {args.otto or '(no folder given)'}; "
               f"pass --otto DIR or set {OTTO_ENV}", file=sys.stderr)
         return 2
+    if args.scale is None:
+        args.scale = 10 if args.what == "all" else 1
     if args.epochs is None:
         args.epochs = 6 if args.what == "retry" else 20
     bench = {"all": bench_all, "ingest": bench_ingest, "train": bench_train,
