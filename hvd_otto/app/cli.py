@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -10,7 +11,7 @@ from ..common.defaults import COMPRESSIONS, USE_GPU_CHOICES, default
 from ..common.errors import InputError, Interrupted, TrainingError
 from ..common.signals import StopSignals
 from . import commands
-from .session import cancel_spark_jobs
+from .session import cancel_spark_jobs, stop_spark
 
 log = logging.getLogger("hvd_otto")
 
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # Interrupted, or pyspark's own SIGINT handler
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips the wait
+            stop_spark()  # what the JVM logs about the killed tasks comes before our last line
         print(interrupted_message(err, args.command), file=sys.stderr)
         return err.exit_code if isinstance(err, Interrupted) else 130
     return status if isinstance(status, int) else 0

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shlex
+import subprocess
 import sys
 
 log = logging.getLogger(__name__)
@@ -151,3 +152,32 @@ def cancel_spark_jobs() -> None:
     sc = SparkContext._active_spark_context
     if sc is not None:
         sc.cancelAllJobs()
+
+
+def stop_spark(sc=None, timeout: float = 30.0) -> None:
+    """Stop this process's SparkContext and wait for the JVM this process started to exit.
+
+    Used when a job is interrupted: the JVM still logs the tasks it kills, and waiting for it
+    makes the job's own last line really the last one on stderr. Under ``spark-submit`` the JVM
+    is not ours: the context is stopped and spark-submit ends it.
+    """
+    if sc is None:
+        from pyspark import SparkContext
+
+        sc = SparkContext._active_spark_context
+    if sc is None:
+        return
+    from py4j.protocol import Py4JError
+
+    proc = getattr(getattr(sc, "_gateway", None), "proc", None)
+    try:
+        sc.stop()
+    except (Py4JError, OSError) as err:  # the JVM may be gone already; we are stopping anyway
+        log.debug("SparkContext.stop failed: %s", err)
+    if proc is None or launched_by_spark_submit():
+        return
+    try:
+        proc.stdin.close()  # the gateway JVM exits at EOF on its stdin
+        proc.wait(timeout)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as err:
+        log.debug("the Spark JVM did not exit within %s s: %s", timeout, err)

@@ -122,7 +122,8 @@ def _predict_fn_factory(broadcast, custom_objects: dict):
             pass  # TensorFlow already initialised in this worker: keep its settings
         model = model_from_bytes(broadcast.value, custom_objects)
         # A traced graph: about 1.3x the rows/s of eager calls on a CPU core.
-        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                              autograph=False)
 
         def predict(features):
             return forward(features).numpy()

@@ -70,6 +70,10 @@ def test_sigterm_during_a_command_exits_143_and_runs_its_cleanup(monkeypatch, ca
 
     monkeypatch.setattr(commands, "run_predict", command)
     monkeypatch.setattr(cli, "cancel_spark_jobs", lambda: None)
+    printed_before_stop = []
+    monkeypatch.setattr(cli, "stop_spark",
+                        lambda: printed_before_stop.append(capsys.readouterr().err))
     code = cli.main(["predict", "--test", "t.csv", "--model", "m", "--out", "o.csv"])
     assert code == 143 and not marker.exists()
     assert "interrupted by SIGTERM: 'predict' stopped" in capsys.readouterr().err
+    assert printed_before_stop == [""]  # Spark is stopped before the last line is printed

@@ -7,6 +7,7 @@ from hvd_otto.app.session import (
     confs_to_apply,
     parse_defaults_file,
     parse_submit_args,
+    stop_spark,
     user_conf,
 )
 
@@ -56,3 +57,44 @@ def test_user_conf_reads_spark_conf_dir_and_submit_args(tmp_path, monkeypatch):
     assert conf == {"spark.sql.shuffle.partitions": "64", "spark.ui.enabled": "true"}
     assert "spark.ui.enabled" not in confs_to_apply(conf, "local[2]")
 
+
+
+class _FakeContext:
+    """A SparkContext stand-in whose gateway process is a real child reading its stdin."""
+
+    def __init__(self, proc):
+        self._gateway = type("Gateway", (), {"proc": proc})()
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_stop_spark_waits_for_the_jvm_it_started_so_its_output_comes_first(monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    code = "import sys, time; sys.stdin.read(); time.sleep(0.3); print('last words')"
+    child = subprocess.Popen([sys.executable, "-c", code],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sc = _FakeContext(child)
+    stop_spark(sc, timeout=30)
+    assert sc.stopped and child.returncode == 0  # exited at EOF, and was waited for
+    assert child.stdout.read() == "last words\n"
+
+
+def test_stop_spark_leaves_a_spark_submit_jvm_alone(monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        sc = _FakeContext(child)
+        stop_spark(sc, timeout=1)
+        assert sc.stopped and child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
