@@ -223,6 +223,7 @@ def _baseline_fit(x, y, xh, yh, xt, epochs: int, batch: int, lr: float):
     probs = model.predict(xh, batch_size=4096, verbose=0)
     baseline = {
         "samples_per_second": len(y) * epochs / sum(epoch_times),
+        "epochs_seconds": sum(epoch_times),
         "launch_seconds": 0.0,
         "end_to_end_seconds": time.perf_counter() - started,
         "holdout_log_loss": _log_loss(probs, yh),
@@ -275,6 +276,7 @@ def bench_train(args, with_default: bool = True) -> dict:
         figures = evaluate(fitted[name].transform(holdout))
         results[name] = {
             "samples_per_second": len(y) * epochs / sum(h["seconds"] for h in history),
+            "epochs_seconds": sum(h["seconds"] for h in history),
             "launch_seconds": fitted[name].getSummary()["launch_seconds"],
             "phases": fitted[name].getSummary()["phases"],
             "end_to_end_seconds": end_to_end,
@@ -713,13 +715,16 @@ def report(figures: dict) -> str:
     t = figures.get("train")
     if t:
         base = t["baseline"]["samples_per_second"]
-        out += ["", "| training (same global batch) | samples/s | × one process | launch s |",
-                "| --- | ---: | ---: | ---: |"]
+        out += ["", ("| training (same global batch) | samples/s | × one process | launch s | "
+                     "epochs s | fit s |"), "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for name, run in t.items():
             if run.get("samples_per_second"):
+                epochs_s = run.get("epochs_seconds")  # absent from results before 2026-11-25
                 out.append(f"| {name} | {run['samples_per_second']:,.0f} | "
                            f"{run['samples_per_second'] / base:.2f} | "
-                           f"{run['launch_seconds']:.1f} |")
+                           f"{run['launch_seconds']:.1f} | "
+                           f"{'–' if epochs_s is None else f'{epochs_s:.1f}'} | "
+                           f"{run['end_to_end_seconds']:.1f} |")
     i = figures.get("ingest")
     if i:
         out += ["", f"| ingest ({i['rows']:,} rows) | s | × pyarrow |", "| --- | ---: | ---: |",

@@ -47,6 +47,13 @@ def test_report_renders_the_readme_tables_from_the_json():
                                           "phases": {"read_and_validate_csv": 3.0},
                                           "fit_phases": {"train": 30.0}},
             "speedup_vs_horovod_estimator": 3.2},
+        "train": {
+            "baseline": {"samples_per_second": 20000.0, "epochs_seconds": 40.0,
+                         "launch_seconds": 0.0, "end_to_end_seconds": 41.0},
+            "hvd_otto_2_ranks": {"samples_per_second": 10000.0, "epochs_seconds": 80.0,
+                                 "launch_seconds": 7.0, "end_to_end_seconds": 95.0},
+            "hvd_otto_1_ranks": {"samples_per_second": 16000.0, "launch_seconds": 7.0,
+                                 "end_to_end_seconds": 90.0}},  # a result before epochs_seconds
         "scoring": {"rows": 144368, "numpy_predict_rows_per_second": 100000.0,
                     "transform_rows_per_second": 60000.0, "ratio": 0.6},
     }
@@ -55,4 +62,6 @@ def test_report_renders_the_readme_tables_from_the_json():
     assert "| hvd_otto_defaults_2_ranks | 18 | 40.0 | 45.0 | 1.50 | 0.4750 | 0.8150 |" in text
     assert "3.20× faster than Horovod's KerasEstimator" in text
     assert "| fit: train | 30.0 |" in text
+    assert "| hvd_otto_2_ranks | 10,000 | 0.50 | 7.0 | 80.0 | 95.0 |" in text
+    assert "| hvd_otto_1_ranks | 16,000 | 0.80 | 7.0 | – | 90.0 |" in text
     assert "| transform, PipelineModel, Parquet written | 60,000 | 0.60 |" in text
