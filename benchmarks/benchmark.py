@@ -57,6 +57,23 @@ def _read_train_bytes(train: str) -> bytes:
         return f.read()
 
 
+def _stratified_mask(y: np.ndarray, n_classes: int, fraction: float, seed: int) -> np.ndarray:
+    """True for a random ``fraction`` of each class's rows: the held-out split."""
+    rng = np.random.default_rng(seed)
+    held_out = np.zeros(len(y), dtype=bool)
+    for k in range(n_classes):
+        idx = np.flatnonzero(y == k)
+        held_out[rng.permutation(idx)[: round(fraction * len(idx))]] = True
+    return held_out
+
+
+def _log_scaled(x: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """log1p, then standard scaling fitted on ``fit_rows`` only (float32)."""
+    x = np.log1p(x)
+    mean, std = x[fit_rows].mean(axis=0), x[fit_rows].std(axis=0, ddof=1)
+    return ((x - mean) / np.where(std > 0, std, 1)).astype(np.float32)
+
+
 def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: int = 42) -> int:
     """Single process: pyarrow CSV read → log1p → standard scaling → split → Parquet."""
     import pyarrow as pa
@@ -70,14 +87,8 @@ def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: in
     labels = np.array(table["target"].to_pylist())
     names = sorted(set(labels))
     y = np.searchsorted(names, labels).astype(np.int32)
-    rng = np.random.default_rng(seed)
-    is_val = np.zeros(len(y), dtype=bool)
-    for k in range(len(names)):
-        idx = np.flatnonzero(y == k)
-        is_val[rng.permutation(idx)[: round(validation * len(idx))]] = True
-    x = np.log1p(x)
-    mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0, ddof=1)
-    x = ((x - mean) / np.where(std > 0, std, 1)).astype(np.float32)
+    is_val = _stratified_mask(y, len(names), validation, seed)
+    x = _log_scaled(x, fit_rows=~is_val)
     ids = table["id"].cast(pa.string())
     for name, mask in (("train", ~is_val), ("validation", is_val)):
         flat = pa.array(x[mask].ravel())
@@ -482,14 +493,8 @@ def baseline_script(train_zip: str, epochs: int, batch: int, lr: float, holdout:
 
     started = time.perf_counter()
     x, y, names = _read_otto_numpy(train_zip)
-    rng = np.random.default_rng(seed)
-    is_holdout = np.zeros(len(y), dtype=bool)
-    for k in range(len(names)):
-        idx = np.flatnonzero(y == k)
-        is_holdout[rng.permutation(idx)[: round(holdout * len(idx))]] = True
-    x = np.log1p(x)
-    mean, std = x[~is_holdout].mean(axis=0), x[~is_holdout].std(axis=0, ddof=1)
-    x = ((x - mean) / np.where(std > 0, std, 1)).astype(np.float32)
+    is_holdout = _stratified_mask(y, len(names), holdout, seed)
+    x = _log_scaled(x, fit_rows=~is_holdout)
     tf.keras.utils.set_random_seed(seed)
     model = build_mlp(x.shape[1], len(names))
     model.compile(make_optimizer("adam", lr), "sparse_categorical_crossentropy", ["accuracy"])
