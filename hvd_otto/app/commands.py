@@ -8,7 +8,6 @@ import shutil
 import tempfile
 import time
 
-from ..common.defaults import default
 from ..common.errors import InputError
 
 
@@ -256,20 +255,30 @@ def run_demo(args: argparse.Namespace):
               f"synthetic data (seed {args.seed}) in {tmp}")
         train = synthetic.write_csv(os.path.join(tmp, "train.csv"), rows, args.seed)
         test = synthetic.generate(rows // 10, args.seed + 1).drop(columns=["target"])
-        test.to_csv(os.path.join(tmp, "test.csv"), index=False)
-        run_pipeline(argparse.Namespace(
-            train=train, test=os.path.join(tmp, "test.csv"), out=out, id_col="id",
-            label_col="target", bad_rows="fail", holdout=0.2, transform="log1p",
-            seed=args.seed, overwrite=overwrite, master=args.master, num_proc=args.num_proc,
-            epochs=args.epochs, batch_size=default("batchSize"),
-            learning_rate=default("learningRate"), optimizer=default("optimizer"),
-            gpus=default("useGpu"), mixed_precision=False, store=None, resume=False,
-            max_retries=default("maxRetries"),
-            job="demo",
-            executor_gpus=args.executor_gpus, gpu_discovery_script=args.gpu_discovery_script))
+        test_path = os.path.join(tmp, "test.csv")
+        test.to_csv(test_path, index=False)
+        run_pipeline(demo_pipeline_args(args, train, test_path, out, overwrite))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"demo finished in {time.perf_counter() - started:.1f} s; results in {out}")
+
+
+def demo_pipeline_args(args: argparse.Namespace, train: str, test: str, out: str,
+                       overwrite: bool) -> argparse.Namespace:
+    """The ``pipeline`` command's arguments for the demo, parsed by its own parser so every
+    pipeline option (and its default) is there."""
+    from .cli import build_parser
+
+    argv = ["pipeline", "--train", train, "--test", test, "--out", out,
+            "--seed", str(args.seed), "--num-proc", str(args.num_proc),
+            "--epochs", str(args.epochs), "--executor-gpus", str(args.executor_gpus)]
+    argv += ["--overwrite"] if overwrite else []
+    argv += ["--master", args.master] if args.master else []
+    if args.gpu_discovery_script:
+        argv += ["--gpu-discovery-script", args.gpu_discovery_script]
+    parsed = build_parser().parse_args(argv)
+    parsed.job = "demo"
+    return parsed
 
 
 def run_tests(args: argparse.Namespace) -> int:

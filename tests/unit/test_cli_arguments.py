@@ -77,3 +77,20 @@ def test_sigterm_during_a_command_exits_143_and_runs_its_cleanup(monkeypatch, ca
     assert code == 143 and not marker.exists()
     assert "interrupted by SIGTERM: 'predict' stopped" in capsys.readouterr().err
     assert printed_before_stop == [""]  # Spark is stopped before the last line is printed
+
+
+def test_the_demo_runs_the_pipeline_command_with_every_training_option(monkeypatch, tmp_path):
+    """The demo's pipeline arguments build the Estimator (a hand-made Namespace once lacked
+    options added to the pipeline command later, and the README's main command failed)."""
+    from hvd_otto.app import cli, commands
+
+    captured = []
+    monkeypatch.setattr(commands, "run_pipeline", captured.append)
+    demo = cli.build_parser().parse_args(["demo", "--out", str(tmp_path / "demo"), "--rows",
+                                          "60", "--num-proc", "1", "--epochs", "2"])
+    commands.run_demo(demo)
+    (args,) = captured
+    assert (args.job, args.num_proc, args.epochs, args.holdout) == ("demo", 1, 2, 0.2)
+    assert args.out == str(tmp_path / "demo") and args.test.endswith("test.csv")
+    est = commands.make_estimator(args)
+    assert est.getNumProc() == 1 and est.getEpochs() == 2
