@@ -57,6 +57,19 @@ def _read_train_bytes(train: str) -> bytes:
         return f.read()
 
 
+def _read_otto(train: str):
+    """Otto's train file (.zip or .csv) read by pyarrow: the table, its float64 counts, class
+    indices and the sorted class names."""
+    import pyarrow.csv as pa_csv
+
+    table = pa_csv.read_csv(io.BytesIO(_read_train_bytes(train)))
+    features = [c for c in table.column_names if c not in ("id", "target")]
+    x = np.column_stack([table[c].to_numpy() for c in features]).astype(np.float64)
+    labels = np.array(table["target"].to_pylist())
+    names = sorted(set(labels))
+    return table, x, np.searchsorted(names, labels).astype(np.int32), names
+
+
 def _stratified_mask(y: np.ndarray, n_classes: int, fraction: float, seed: int) -> np.ndarray:
     """True for a random ``fraction`` of each class's rows: the held-out split."""
     rng = np.random.default_rng(seed)
@@ -77,16 +90,9 @@ def _log_scaled(x: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
 def baseline_prepare(train_zip: str, out: str, validation: float = 0.2, seed: int = 42) -> int:
     """Single process: pyarrow CSV read → log1p → standard scaling → split → Parquet."""
     import pyarrow as pa
-    import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    data = _read_train_bytes(train_zip)
-    table = pa_csv.read_csv(io.BytesIO(data))
-    features = [c for c in table.column_names if c not in ("id", "target")]
-    x = np.column_stack([table[c].to_numpy() for c in features]).astype(np.float64)
-    labels = np.array(table["target"].to_pylist())
-    names = sorted(set(labels))
-    y = np.searchsorted(names, labels).astype(np.int32)
+    table, x, y, names = _read_otto(train_zip)
     is_val = _stratified_mask(y, len(names), validation, seed)
     x = _log_scaled(x, fit_rows=~is_val)
     ids = table["id"].cast(pa.string())
@@ -283,11 +289,11 @@ def bench_train(args, with_default: bool = True) -> dict:
                                     **{**est_args, "batchSize": batch // ranks})
         fitted[name] = est.fit(train_df)
         end_to_end = time.perf_counter() - started
-        history = fitted[name].getHistory()
+        epochs_seconds = sum(h["seconds"] for h in fitted[name].getHistory())
         figures = evaluate(fitted[name].transform(holdout))
         results[name] = {
-            "samples_per_second": len(y) * epochs / sum(h["seconds"] for h in history),
-            "epochs_seconds": sum(h["seconds"] for h in history),
+            "samples_per_second": len(y) * epochs / epochs_seconds,
+            "epochs_seconds": epochs_seconds,
             "launch_seconds": fitted[name].getSummary()["launch_seconds"],
             "phases": fitted[name].getSummary()["phases"],
             "end_to_end_seconds": end_to_end,
@@ -469,19 +475,6 @@ def machine() -> dict:
             "horovod": __import__("horovod").__version__}
 
 
-def _read_otto_numpy(train_zip: str):
-    """Otto's train file as float64 counts, class indices and the sorted class names."""
-    import pyarrow.csv as pa_csv
-
-    with zipfile.ZipFile(train_zip) as archive:
-        table = pa_csv.read_csv(io.BytesIO(archive.read(archive.namelist()[0])))
-    features = [c for c in table.column_names if c not in ("id", "target")]
-    x = np.column_stack([table[c].to_numpy() for c in features]).astype(np.float64)
-    labels = np.array(table["target"].to_pylist())
-    names = sorted(set(labels))
-    return x, np.searchsorted(names, labels).astype(np.int32), names
-
-
 def baseline_script(train_zip: str, epochs: int, batch: int, lr: float, holdout: float = 0.2,
                     seed: int = 42) -> dict:
     """The single-process Keras script: CSV → log1p → stratified split → scaling → the same
@@ -492,7 +485,7 @@ def baseline_script(train_zip: str, epochs: int, batch: int, lr: float, holdout:
     from hvd_otto.common.keras_objects import make_optimizer
 
     started = time.perf_counter()
-    x, y, names = _read_otto_numpy(train_zip)
+    _, x, y, names = _read_otto(train_zip)
     is_holdout = _stratified_mask(y, len(names), holdout, seed)
     x = _log_scaled(x, fit_rows=~is_holdout)
     tf.keras.utils.set_random_seed(seed)
@@ -724,7 +717,7 @@ def report(figures: dict) -> str:
                      "epochs s | fit s |"), "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for name, run in t.items():
             if run.get("samples_per_second"):
-                epochs_s = run.get("epochs_seconds")  # absent from results before 2026-11-25
+                epochs_s = run.get("epochs_seconds")  # absent from older results files
                 out.append(f"| {name} | {run['samples_per_second']:,.0f} | "
                            f"{run['samples_per_second'] / base:.2f} | "
                            f"{run['launch_seconds']:.1f} | "

@@ -195,7 +195,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
         marks = {"staging_started": time.time()}
         try:
             config = self._stage_data(dataset, run, target, resumed,
-                                      launcher.rank_cpus(self.getNumProc()))
+                                      launcher.rank_cpus(num_proc))
             marks["staged"] = time.time()
             check_run_matches(run, config, num_proc)
             log.info("training on %d ranks, run folder %s%s", num_proc, run.url,

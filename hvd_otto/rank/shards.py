@@ -36,7 +36,8 @@ READER_POOL = "dummy"
 
 #: Batches prepared ahead of the training step. Not ``tf.data.AUTOTUNE``: on TF 2.15 an
 #: autotuned prefetch buffer made the iterator's destructor wait seconds per epoch trained
-#: when ``model.fit`` returned (measured: 16 s after 8 epochs, 38 s after 20, with one rank),
+#: when ``model.fit`` returned (measured: 11-18 s after 8 epochs of a plain Keras fit, 38 s
+#: after a 20-epoch fit of one rank),
 #: and a fixed buffer trains as fast (the gather of an in-memory batch is microseconds).
 PREFETCH_BATCHES = 4
 
