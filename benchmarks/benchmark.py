@@ -274,6 +274,7 @@ def bench_train(args, with_default: bool = True) -> dict:
     results = {}
 
     results["baseline"], predict_rps = _baseline_fit(x, y, xh, yh, xt, epochs, batch, lr)
+    results["baseline"]["runs_samples_per_second"] = [results["baseline"]["samples_per_second"]]
 
     train_df = spark.read.parquet(os.path.join(data, "train")).cache()
     train_df.count()
@@ -320,6 +321,12 @@ def bench_train(args, with_default: bool = True) -> dict:
                             "numpy_predict_rows_per_second": predict_rps,
                             "ratio": transform_rps / predict_rps}
 
+    # The baseline again, last: the faster of its two runs is the one every ratio is against.
+    again, _ = _baseline_fit(x, y, xh, yh, xt, epochs, batch, lr)
+    runs = [results["baseline"]["samples_per_second"], again["samples_per_second"]]
+    if again["samples_per_second"] > runs[0]:
+        results["baseline"] = again
+    results["baseline"]["runs_samples_per_second"] = runs
     base = results["baseline"]["samples_per_second"]
     print(f"\n{'run':<26}{'samples/s':>11}{'x base':>8}{'launch s':>10}{'total s':>9}"
           f"{'log loss':>10}{'accuracy':>10}")
@@ -583,6 +590,12 @@ def hvd_otto_pipeline(spark, train_zip: str, out: str, num_proc: int, **params) 
             "holdout_accuracy": result.figures["accuracy"], "model": os.path.join(out, "model")}
 
 
+def fastest_script_seconds(runs: dict) -> float:
+    """The faster of the Keras script's runs (first and last of ``pipeline``): the shared
+    machine is noisy, and a slow baseline run would flatter every ratio against it."""
+    return min(run["seconds"] for name, run in runs.items() if name.startswith("keras_script"))
+
+
 def bench_pipeline(args) -> dict:
     """End to end on Otto's train file: the single-process Keras script, the seed's pipeline
     with hvd-otto's defaults at 1 and 2 ranks and at the script's epochs and batch, and
@@ -610,7 +623,9 @@ def bench_pipeline(args) -> dict:
               flush=True)
         runs["horovod_keras_estimator"] = horovod_keras_estimator(
             spark, train_zip, epochs, batch // 2, lr, 2, os.path.join(tmp, "horovod-store"))
-    base = runs["keras_script"]["seconds"]
+    print(f"single-process Keras script again: {epochs} epochs, batch {batch}", flush=True)
+    runs["keras_script_again"] = baseline_script(train_zip, epochs, batch, lr)
+    base = fastest_script_seconds(runs)
     print(f"\n{'run':<32}{'fit s':>8}{'total s':>9}{'x script':>10}{'log loss':>10}"
           f"{'accuracy':>10}")
     for name, run in runs.items():
@@ -618,6 +633,7 @@ def bench_pipeline(args) -> dict:
         print(f"{name:<32}{run['fit_seconds']:>8.1f}{run['seconds']:>9.1f}"
               f"{run['ratio_vs_script']:>10.2f}{run['holdout_log_loss']:>10.4f}"
               f"{run['holdout_accuracy']:>10.4f}")
+    runs["script_baseline_seconds"] = base
     if "horovod_keras_estimator" in runs:
         ours = runs["hvd_otto_defaults_2_ranks"]["seconds"]
         runs["speedup_vs_horovod_estimator"] = runs["horovod_keras_estimator"]["seconds"] / ours
@@ -694,6 +710,9 @@ def report(figures: dict) -> str:
                    f"Horovod {m['horovod']}.\n")
     p = figures.get("pipeline")
     if p:
+        if "script_baseline_seconds" in p:
+            out.append("The Keras script runs first and last; every × is against the faster of "
+                       f"its runs ({p['script_baseline_seconds']:.1f} s).\n")
         out += ["| end to end (CSV → holdout scored) | epochs | fit s | total s | × script "
                 "| log loss | accuracy |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, run in p.items():
@@ -713,6 +732,10 @@ def report(figures: dict) -> str:
     t = figures.get("train")
     if t:
         base = t["baseline"]["samples_per_second"]
+        if len(t["baseline"].get("runs_samples_per_second", [])) > 1:
+            runs = ", ".join(f"{r:,.0f}" for r in t["baseline"]["runs_samples_per_second"])
+            out += ["", f"One process runs first and last ({runs} samples/s); the table has "
+                        "the faster."]
         out += ["", ("| training (same global batch) | samples/s | × one process | launch s | "
                      "epochs s | fit s |"), "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for name, run in t.items():

@@ -46,9 +46,14 @@ def test_report_renders_the_readme_tables_from_the_json():
                                           "holdout_accuracy": 0.815,
                                           "phases": {"read_and_validate_csv": 3.0},
                                           "fit_phases": {"train": 30.0}},
+            "keras_script_again": {"epochs": 20, "fit_seconds": 40.0, "seconds": 41.0,
+                                   "ratio_vs_script": 1.37, "holdout_log_loss": 0.49,
+                                   "holdout_accuracy": 0.81},
+            "script_baseline_seconds": 30.0,
             "speedup_vs_horovod_estimator": 3.2},
         "train": {
             "baseline": {"samples_per_second": 20000.0, "epochs_seconds": 40.0,
+                         "runs_samples_per_second": [20000.0, 12000.0],
                          "launch_seconds": 0.0, "end_to_end_seconds": 41.0},
             "hvd_otto_2_ranks": {"samples_per_second": 10000.0, "epochs_seconds": 80.0,
                                  "launch_seconds": 7.0, "end_to_end_seconds": 95.0},
@@ -61,7 +66,15 @@ def test_report_renders_the_readme_tables_from_the_json():
     assert text.startswith("Measured on 2 cores (Xeon), 24.0 GiB, 0 GPU")
     assert "| hvd_otto_defaults_2_ranks | 18 | 40.0 | 45.0 | 1.50 | 0.4750 | 0.8150 |" in text
     assert "3.20× faster than Horovod's KerasEstimator" in text
+    assert "against the faster of its runs (30.0 s)" in text
+    assert "One process runs first and last (20,000, 12,000 samples/s)" in text
     assert "| fit: train | 30.0 |" in text
     assert "| hvd_otto_2_ranks | 10,000 | 0.50 | 7.0 | 80.0 | 95.0 |" in text
     assert "| hvd_otto_1_ranks | 16,000 | 0.80 | 7.0 | – | 90.0 |" in text
     assert "| transform, PipelineModel, Parquet written | 60,000 | 0.60 |" in text
+
+
+def test_ratios_are_against_the_faster_keras_script_run():
+    runs = {"keras_script": {"seconds": 83.0}, "hvd_otto_defaults_2_ranks": {"seconds": 110.0},
+            "keras_script_again": {"seconds": 48.0}}
+    assert load_benchmark().fastest_script_seconds(runs) == 48.0
