@@ -58,11 +58,11 @@ def small_features_frame(spark, path: Path, rows: int, n_features: int, seed: in
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark():
-    """benchmarks/benchmark.py as a module (it is a script, not part of the package)."""
+def load_benchmark(name: str = "benchmark"):
+    """benchmarks/NAME.py as a module (a script, not part of the package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "benchmarks" / "benchmark.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

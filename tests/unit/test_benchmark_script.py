@@ -1,6 +1,8 @@
 """The benchmark script without Spark: its baseline and its refusal of a missing data folder."""
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from helpers import load_benchmark, synthetic_otto_dir
 
 
@@ -78,3 +80,15 @@ def test_ratios_are_against_the_faster_keras_script_run():
     runs = {"keras_script": {"seconds": 83.0}, "hvd_otto_defaults_2_ranks": {"seconds": 110.0},
             "keras_script_again": {"seconds": 48.0}}
     assert load_benchmark().fastest_script_seconds(runs) == 48.0
+
+
+@pytest.mark.parametrize("kind, columns", [("log1p", 3), ("sqrt", 3), ("log1p+tfidf", 6),
+                                           ("log1p+rowsum", 5), ("log1p+nonzero", 6)])
+def test_quality_sweep_features_are_scaled_on_the_training_rows_only(kind, columns):
+    sweep = load_benchmark("quality_sweep")
+    x = np.array([[0, 1, 4], [2, 0, 9], [5, 3, 0], [100, 100, 100]], dtype=np.float64)
+    fit_rows = np.array([True, True, True, False])
+    f = sweep.features(x, kind, fit_rows)
+    assert f.shape == (4, columns) and f.dtype == np.float32
+    assert np.allclose(f[fit_rows].mean(axis=0), 0, atol=1e-6)
+    assert f[3, 0] > 2  # the held-out outlier did not move the scaling

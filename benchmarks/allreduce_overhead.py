@@ -1,0 +1,74 @@
+"""What the allreduce adds to a rank's step: the seed's MLP on random data, with and without
+Horovod's DistributedOptimizer, under ``horovodrun`` (no Spark, no Petastorm)::
+
+    .venv/bin/horovodrun -np 2 --gloo -H localhost:2 .venv/bin/python \\
+        benchmarks/allreduce_overhead.py --batch 128
+
+Each rank trains its own 22,272-row shard with one TensorFlow thread (what a rank gets on
+``local[2]``), first with a plain optimizer (no communication at all), then with
+``hvd.DistributedOptimizer``; it prints seconds per epoch and the share of the wall time its
+process spent on a CPU. The difference between the two is the allreduce and the wait for the
+other rank, per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+ROWS = 22_272  # one rank's shard of Otto's training split at 2 ranks
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128, help="batch per rank")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per rank")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import horovod.tensorflow.keras as hvd
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from hvd_otto.common.keras_model import build_mlp
+
+    hvd.init()
+    rng = np.random.default_rng(hvd.rank())
+    x = rng.normal(size=(ROWS, 93)).astype(np.float32)
+    y = rng.integers(0, 9, ROWS)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).repeat().prefetch(4)
+    steps = ROWS // args.batch
+    for mode in ("plain", "allreduce"):
+        model = build_mlp(93, 9)
+        optimizer = tf.keras.optimizers.legacy.Adam(0.001)
+        if mode == "allreduce":
+            optimizer = hvd.DistributedOptimizer(optimizer)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)] if mode != "plain" else []
+        model.fit(data, steps_per_epoch=20, epochs=1, verbose=0, callbacks=callbacks)  # warm-up
+        hvd.allreduce(tf.constant(0.0), name=f"start_{mode}")  # both ranks start together
+        cpu, wall = _cpu_seconds(), time.perf_counter()
+        model.fit(data, steps_per_epoch=steps, epochs=args.epochs, verbose=0)
+        wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+        per_epoch = wall / args.epochs
+        print(f"rank {hvd.rank()} {mode:<9} batch {args.batch}: {per_epoch:.2f} s/epoch, "
+              f"{per_epoch / steps * 1000:.1f} ms/step, on a CPU {cpu / wall:.0%} of the time",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
