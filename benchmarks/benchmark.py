@@ -734,8 +734,8 @@ def report(figures: dict) -> str:
         base = t["baseline"]["samples_per_second"]
         if len(t["baseline"].get("runs_samples_per_second", [])) > 1:
             runs = ", ".join(f"{r:,.0f}" for r in t["baseline"]["runs_samples_per_second"])
-            out += ["", f"One process runs first and last ({runs} samples/s); the table has "
-                        "the faster."]
+            out += ["", (f"One process runs first and last ({runs} samples/s); the table "
+                         "has the faster.")]
         out += ["", ("| training (same global batch) | samples/s | × one process | launch s | "
                      "epochs s | fit s |"), "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for name, run in t.items():

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark  # noqa: E402  (the benchmark's Otto reader and stratified split)
+import benchmark  # the benchmark's Otto reader and stratified split
 
 TRANSFORMS = ("log1p", "sqrt", "log1p+tfidf", "log1p+rowsum", "log1p+nonzero")
 
