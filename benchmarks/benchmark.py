@@ -274,7 +274,6 @@ def bench_train(args, with_default: bool = True) -> dict:
     results = {}
 
     results["baseline"], predict_rps = _baseline_fit(x, y, xh, yh, xt, epochs, batch, lr)
-    results["baseline"]["runs_samples_per_second"] = [results["baseline"]["samples_per_second"]]
 
     train_df = spark.read.parquet(os.path.join(data, "train")).cache()
     train_df.count()
