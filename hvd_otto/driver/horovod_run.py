@@ -1,4 +1,5 @@
-"""``horovod.spark.run`` whose Spark job asks for a GPU per task (stage-level scheduling).
+"""``horovod.spark.run`` whose Spark job asks for a GPU per task (stage-level scheduling), whose
+tasks end with their ranks, and whose launcher leaves the driver's signal handlers alone.
 
 ETL stages need no GPU, so the application does not set ``spark.task.resource.gpu.amount``;
 only the Horovod job's tasks carry a ``TaskResourceProfile`` (Spark >= 3.4; standalone, YARN
@@ -13,6 +14,20 @@ the duration of our own call only (a lock keeps concurrent fits apart); ``run`` 
 real context for cancelling. Nothing else changes: the same tasks, rendezvous and results.
 ``tests/unit/test_horovod_run.py`` reads Horovod's source to check these assumptions, so an
 upgrade that breaks them fails there, not on a cluster.
+
+Tasks that end with their ranks: Horovod's Spark task keeps its service up for
+``MINIMUM_COMMAND_LIFETIME_S`` (3 s) "after the command started", so that the driver's client can
+still ask for the exit code of a very short command; but the pinned version starts that timer
+when the command *ends*, so every fit waited 3 s after its ranks had exited. And the driver's
+wait for a rank's exit code polls once a second. Our mapper runs Horovod's own ``_task_fn``
+with :func:`end_tasks_promptly` applied: the timer starts with the command, as documented, and
+the wait is woken when the command ends.
+
+No Gloo check in the driver: before it starts the ranks, Horovod asks whether *the driver's*
+Horovod was built with Gloo, by importing its TensorFlow extension in a forked process (2-3 s
+of TensorFlow import in every job's driver). The ranks run the executors' Horovod, so each rank
+checks its own instead (``rank.entry``, with an error that says what to do), and :func:`run`
+answers Horovod's driver-side question with :func:`_gloo_checked_by_ranks`.
 """
 
 from __future__ import annotations
@@ -53,22 +68,83 @@ def run(fn, args: tuple, num_proc: int, profile=None, **kwargs) -> list:
     event is ours instead: :func:`stop_ranks` sets it, and the driver's own handlers stay.
     """
     import horovod.spark
-    from horovod.runner import gloo_run
+    from horovod.runner import gloo_run, launch
     from horovod.spark import runner
 
     with _PATCH_LOCK:
         make_thread, register = runner._make_spark_thread, gloo_run.register_shutdown_event
+        make_mapper, gloo_built = runner._make_mapper, launch.gloo_built
 
         def make_spark_thread(spark_context, *rest, **more):
             return make_thread(ProfiledContext(spark_context, profile), *rest, **more)
 
         if profile is not None:
             runner._make_spark_thread = make_spark_thread
+        runner._make_mapper = prompt_task_mappers(make_mapper)
+        launch.gloo_built = _gloo_checked_by_ranks
         gloo_run.register_shutdown_event = _shutdown_event
         try:
             return horovod.spark.run(fn, args=args, num_proc=num_proc, **kwargs)
         finally:
             runner._make_spark_thread, gloo_run.register_shutdown_event = make_thread, register
+            runner._make_mapper, launch.gloo_built = make_mapper, gloo_built
+
+
+def _gloo_checked_by_ranks(verbose: bool = False) -> bool:
+    """Stands in for ``horovod.runner.launch.gloo_built`` during :func:`run`: every rank checks
+    that its own Horovod has Gloo before it joins the ring (``rank.entry.require_gloo``)."""
+    return True
+
+
+def prompt_task_mappers(make_mapper):
+    """Horovod's ``_make_mapper`` whose mappers first apply :func:`end_tasks_promptly`."""
+
+    def make(*args, **kwargs):
+        mapper = make_mapper(*args, **kwargs)
+
+        def prompt_mapper(index, iterator):  # runs in the executor's Python worker
+            end_tasks_promptly()
+            return mapper(index, iterator)
+
+        return prompt_mapper
+
+    return make
+
+
+def end_tasks_promptly() -> None:
+    """Make Horovod's ``SparkTaskService`` end promptly after its command (the rank) ends.
+
+    Patches ``_run_command`` on Horovod's class (its own code names the class, so a subclass
+    cannot stand in); idempotent. See :func:`_run_command_promptly`.
+    """
+    from horovod.spark.task.task_service import SparkTaskService
+
+    if SparkTaskService._run_command is not _run_command_promptly:
+        SparkTaskService._run_command = _run_command_promptly
+
+
+def _run_command_promptly(self, *args, **kwargs) -> None:
+    """``SparkTaskService._run_command`` that (1) starts the minimum-lifetime timer when the
+    command starts, as Horovod documents it (0.28.1 starts it when the command ends, so every
+    task lingered 3 s), and (2) wakes the driver's wait for the exit code when the command has
+    ended, instead of leaving it to its next 1 s poll."""
+    from horovod.runner.common.service.task_service import BasicTaskService
+    from horovod.runner.common.util.timeout import Timeout
+
+    lifetime = None
+    if self._minimum_command_lifetime_s is not None:
+        lifetime = Timeout(self._minimum_command_lifetime_s, message="Just measuring runtime")
+    BasicTaskService._run_command(self, *args, **kwargs)
+    self._minimum_command_lifetime = lifetime
+    # The waiters check that this thread has ended, so notify them from another one after it.
+    threading.Thread(target=_notify_after, args=(threading.current_thread(), self._wait_cond),
+                     name="hvd-otto-command-ended", daemon=True).start()
+
+
+def _notify_after(thread: threading.Thread, condition: threading.Condition) -> None:
+    thread.join()
+    with condition:
+        condition.notify_all()
 
 
 _SHUTDOWN_EVENTS: list[threading.Event] = []

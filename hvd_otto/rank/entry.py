@@ -87,6 +87,7 @@ def _join_and_pin(config: RankConfig, run: RunFolder):
     never_join_if_asked(config.fault, env_rank)
     # The driver's watchdog ends a run whose ranks do not all join within startTimeout.
     run.mark_rank(env_rank, "alive")
+    require_gloo(hvd.gloo_built(), hvd.__file__)
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
     run.mark_rank(rank, "joined")
@@ -103,6 +104,16 @@ def _join_and_pin(config: RankConfig, run: RunFolder):
     print(f"rank {rank}/{size} on {os.uname().nodename}: {choice}, {threads} CPU "
           f"thread(s); allreduce via {backend}", flush=True)
     return rank, size, choice, backend
+
+
+def require_gloo(gloo_built: bool, where: str) -> None:
+    """The ranks join a Gloo ring: fail clearly when this executor's Horovod lacks Gloo (the
+    driver does not check its own Horovod; see ``driver.horovod_run``)."""
+    if not gloo_built:
+        raise RuntimeError(
+            f"Horovod at {os.path.dirname(where)} on {os.uname().nodename} was built without "
+            "Gloo, which hvd-otto's ranks use to join the ring: reinstall Horovod on the "
+            "executors with HOROVOD_WITH_GLOO=1 (README: Installing on cluster nodes).")
 
 
 def tf_threads() -> int:

@@ -101,3 +101,104 @@ def test_during_a_run_horovod_gets_our_event_and_the_signal_handlers_stay(monkey
     assert horovod_run.run(print, (), 2) == ["ok"]
     assert events[0].is_set(), "stop_ranks must set Horovod's shutdown event"
     assert gloo_run.register_shutdown_event is original
+
+
+def test_pinned_horovod_lingers_after_the_command_where_we_hook_in():
+    """What end_tasks_promptly fixes, and where run() reaches it: the pinned Horovod starts the
+    task's minimum-lifetime timer after the command, its driver waits for the exit code in 1 s
+    polls, and its Spark thread makes the tasks' mapper through the module's _make_mapper."""
+    from horovod.runner.common.service import task_service as basic
+    from horovod.spark.task import task_service
+
+    run_command = inspect.getsource(task_service.SparkTaskService._run_command)
+    assert run_command.index("_run_command(command") < run_command.index(
+        "self._minimum_command_lifetime = timeout.Timeout")
+    handle = inspect.getsource(basic.BasicTaskService._handle)
+    assert "while self._command_thread is None or self._command_thread.is_alive():" in handle
+    assert "mapper = _make_mapper(driver.addresses()" in inspect.getsource(
+        runner._make_spark_thread)
+    assert "task_service.SparkTaskService(index" in inspect.getsource(runner._task_fn)
+
+
+def test_horovods_launcher_asks_gloo_built_through_the_launch_module():
+    from horovod.runner import launch
+
+    assert "gloo_built(verbose=verbose)" in inspect.getsource(launch.run_controller)
+    assert "gloo_built" in vars(launch)
+
+
+def test_run_answers_the_gloo_question_for_the_ranks_and_restores_horovod(monkeypatch):
+    import horovod.spark
+    from horovod.runner import launch
+
+    from hvd_otto.driver import horovod_run
+
+    original_gloo, original_mapper = launch.gloo_built, runner._make_mapper
+    seen = []
+
+    def fake_run(fn, args, num_proc, **kwargs):
+        seen.append((launch.gloo_built(verbose=False), runner._make_mapper is original_mapper))
+        return ["ok"]
+
+    monkeypatch.setattr(horovod.spark, "run", fake_run)
+    assert horovod_run.run(print, (), 2) == ["ok"]
+    assert seen == [(True, False)], "no driver-side extension import; mappers are wrapped"
+    assert launch.gloo_built is original_gloo and runner._make_mapper is original_mapper
+
+
+def test_the_wrapped_mapper_patches_the_task_service_then_runs_horovods(monkeypatch):
+    from horovod.spark.task.task_service import SparkTaskService
+
+    from hvd_otto.driver import horovod_run
+
+    monkeypatch.setattr(SparkTaskService, "_run_command", SparkTaskService._run_command)
+    mapper = horovod_run.prompt_task_mappers(
+        lambda *args: (lambda index, iterator: iter([("horovod's", index)])))("addresses")
+    assert list(mapper(3, iter([]))) == [("horovod's", 3)]
+    assert SparkTaskService._run_command is horovod_run._run_command_promptly
+
+
+@pytest.fixture
+def prompt_task_service(monkeypatch):
+    """A real SparkTaskService (2 s minimum command lifetime) with end_tasks_promptly applied,
+    and a client of it."""
+    from horovod.runner.common.util import secret
+    from horovod.spark.task.task_service import SparkTaskClient, SparkTaskService
+
+    from hvd_otto.driver import horovod_run
+
+    monkeypatch.setattr(SparkTaskService, "_run_command", SparkTaskService._run_command)
+    horovod_run.end_tasks_promptly()
+    key = secret.make_secret_key()
+    service = SparkTaskService(0, key, None, 2)
+    try:
+        yield service, SparkTaskClient(0, service.addresses(), key, verbose=0)
+    finally:
+        service.shutdown()
+
+
+def test_a_task_ends_with_its_command_and_wakes_the_exit_code_wait(prompt_task_service, tmp_path):
+    import time
+
+    service, client = prompt_task_service
+    ended = tmp_path / "ended"
+    client.run_command(f"sleep 2.5; date +%s.%N > {ended}", {})
+    # A 30 s poll interval: only a wake-up on the command's end returns this in time.
+    assert client.wait_for_command_exit_code(delay=30) == 0
+    woken = time.time()
+    service.wait_for_command_termination()  # Horovod 0.28.1 sleeps 2 s more here
+    terminated = time.time()
+    command_end = float(ended.read_text())
+    assert woken - command_end < 5, "the exit-code wait slept through the command's end"
+    assert terminated - command_end < 1.5, "the task lingered after a command past its lifetime"
+
+
+def test_a_short_command_still_gets_the_whole_lifetime_from_its_start(prompt_task_service):
+    import time
+
+    service, client = prompt_task_service
+    started = time.time()
+    client.run_command("true", {})
+    assert client.wait_for_command_exit_code() == 0
+    service.wait_for_command_termination()
+    assert time.time() - started >= 1.9

@@ -114,3 +114,13 @@ def test_a_run_resumed_from_its_checkpoint_trains_exactly_like_an_uninterrupted_
     fit(resumed, 2, 4)
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_rank_without_gloo_says_where_and_how_to_rebuild():
+    """The driver leaves the Gloo check to the ranks (driver.horovod_run): each checks its own."""
+    from hvd_otto.rank.entry import require_gloo
+
+    require_gloo(True, "/opt/venv/lib/horovod/__init__.py")
+    with pytest.raises(RuntimeError, match=r"Horovod at /opt/venv/lib/horovod on .* built "
+                                           r"without Gloo.*HOROVOD_WITH_GLOO=1"):
+        require_gloo(False, "/opt/venv/lib/horovod/__init__.py")
