@@ -78,6 +78,7 @@ def _train(config: RankConfig, marks: dict[str, float]) -> dict:
 
 def _join_and_pin(config: RankConfig, run: RunFolder):
     """Join the Horovod ring (markers for the watchdog), then pin this rank's device."""
+    import horovod
     import horovod.tensorflow.keras as hvd
 
     from ..common.devices import allreduce_backend, pin_device
@@ -87,7 +88,7 @@ def _join_and_pin(config: RankConfig, run: RunFolder):
     never_join_if_asked(config.fault, env_rank)
     # The driver's watchdog ends a run whose ranks do not all join within startTimeout.
     run.mark_rank(env_rank, "alive")
-    require_gloo(hvd.gloo_built(), hvd.__file__)
+    require_gloo(hvd.gloo_built(), horovod.__file__)
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
     run.mark_rank(rank, "joined")

@@ -154,8 +154,11 @@ def test_the_wrapped_mapper_patches_the_task_service_then_runs_horovods(monkeypa
     monkeypatch.setattr(SparkTaskService, "_run_command", SparkTaskService._run_command)
     mapper = horovod_run.prompt_task_mappers(
         lambda *args: (lambda index, iterator: iter([("horovod's", index)])))("addresses")
-    assert list(mapper(3, iter([]))) == [("horovod's", 3)]
+    partition = iter([3])  # Horovod's mapper never reads it
+    assert list(mapper(3, partition)) == [("horovod's", 3)]
     assert SparkTaskService._run_command is horovod_run._run_command_promptly
+    assert next(partition, "read to the end") == "read to the end", (
+        "a Python worker that leaves its input unread exits instead of being reused")
 
 
 @pytest.fixture
