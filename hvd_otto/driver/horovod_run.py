@@ -20,8 +20,8 @@ Tasks that end with their ranks: Horovod's Spark task keeps its service up for
 still ask for the exit code of a very short command; but the pinned version starts that timer
 when the command *ends*, so every fit waited 3 s after its ranks had exited. And the driver's
 wait for a rank's exit code polls once a second. Our mapper runs Horovod's own ``_task_fn``
-with :func:`end_tasks_promptly` applied: the timer starts with the command, as documented, and
-the wait is woken when the command ends.
+inside :func:`tasks_ending_promptly`: the timer starts with the command, as documented, and the
+wait is woken when the command ends.
 
 No Gloo check in the driver: before it starts the ranks, Horovod asks whether *the driver's*
 Horovod was built with Gloo, by importing its TensorFlow extension in a forked process (2-3 s
@@ -32,6 +32,7 @@ answers Horovod's driver-side question with :func:`_gloo_checked_by_ranks`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 _PATCH_LOCK = threading.Lock()
@@ -97,18 +98,19 @@ def _gloo_checked_by_ranks(verbose: bool = False) -> bool:
 
 
 def prompt_task_mappers(make_mapper):
-    """Horovod's ``_make_mapper`` whose mappers first apply :func:`end_tasks_promptly`, and
-    last read their partition's input, which Horovod's mapper leaves unread: a Python worker that
-    did not read its input to the end is not reused but exits at once, and with the task no
-    longer lingering, that exit came while Horovod's watcher of the command's multiprocessing
-    Event still held it (a resource-tracker warning of 5 leaked semaphores per rank)."""
+    """Horovod's ``_make_mapper`` whose mappers run inside :func:`tasks_ending_promptly`, and
+    then read their partition's input, which Horovod's mapper leaves unread: a Python worker
+    that did not read its input to the end is not reused but exits at once, and with the task
+    no longer lingering, that exit came while Horovod's watcher of the command's
+    multiprocessing Event still held it (a resource-tracker warning of 5 leaked semaphores per
+    rank)."""
 
     def make(*args, **kwargs):
         mapper = make_mapper(*args, **kwargs)
 
         def prompt_mapper(index, iterator):  # runs in the executor's Python worker
-            end_tasks_promptly()
-            yield from mapper(index, iterator)
+            with tasks_ending_promptly():
+                yield from mapper(index, iterator)
             for _ in iterator:  # Horovod's mapper leaves its input unread
                 pass
 
@@ -117,16 +119,21 @@ def prompt_task_mappers(make_mapper):
     return make
 
 
-def end_tasks_promptly() -> None:
-    """Make Horovod's ``SparkTaskService`` end promptly after its command (the rank) ends.
-
-    Patches ``_run_command`` on Horovod's class (its own code names the class, so a subclass
-    cannot stand in); idempotent. See :func:`_run_command_promptly`.
-    """
+@contextlib.contextmanager
+def tasks_ending_promptly():
+    """Horovod's ``SparkTaskService`` ends promptly after its command (the rank) ends, while
+    inside: ``_run_command`` on Horovod's class is :func:`_run_command_promptly` (Horovod's own
+    code names the class, so a subclass cannot stand in). A Python worker runs one task at a
+    time, and the class is restored after ours, so other users of ``horovod.spark.run`` in
+    the same application (Horovod's own estimators) keep Horovod's behaviour."""
     from horovod.spark.task.task_service import SparkTaskService
 
-    if SparkTaskService._run_command is not _run_command_promptly:
-        SparkTaskService._run_command = _run_command_promptly
+    original = SparkTaskService.__dict__["_run_command"]
+    SparkTaskService._run_command = _run_command_promptly
+    try:
+        yield
+    finally:
+        SparkTaskService._run_command = original
 
 
 def _run_command_promptly(self, *args, **kwargs) -> None:

@@ -104,7 +104,7 @@ def test_during_a_run_horovod_gets_our_event_and_the_signal_handlers_stay(monkey
 
 
 def test_pinned_horovod_lingers_after_the_command_where_we_hook_in():
-    """What end_tasks_promptly fixes, and where run() reaches it: the pinned Horovod starts the
+    """What tasks_ending_promptly fixes, and where run() reaches it: the pinned Horovod starts the
     task's minimum-lifetime timer after the command, its driver waits for the exit code in 1 s
     polls, and its Spark thread makes the tasks' mapper through the module's _make_mapper."""
     from horovod.runner.common.service import task_service as basic
@@ -146,38 +146,43 @@ def test_run_answers_the_gloo_question_for_the_ranks_and_restores_horovod(monkey
     assert launch.gloo_built is original_gloo and runner._make_mapper is original_mapper
 
 
-def test_the_wrapped_mapper_patches_the_task_service_then_runs_horovods(monkeypatch):
+def test_the_wrapped_mapper_runs_horovods_with_prompt_tasks_then_restores_them():
     from horovod.spark.task.task_service import SparkTaskService
 
     from hvd_otto.driver import horovod_run
 
-    monkeypatch.setattr(SparkTaskService, "_run_command", SparkTaskService._run_command)
-    mapper = horovod_run.prompt_task_mappers(
-        lambda *args: (lambda index, iterator: iter([("horovod's", index)])))("addresses")
+    original = SparkTaskService._run_command
+    seen = []
+
+    def horovods_mapper(index, iterator):
+        seen.append(SparkTaskService._run_command is horovod_run._run_command_promptly)
+        yield ("horovod's", index)
+
+    mapper = horovod_run.prompt_task_mappers(lambda *args: horovods_mapper)("addresses")
     partition = iter([3])  # Horovod's mapper never reads it
     assert list(mapper(3, partition)) == [("horovod's", 3)]
-    assert SparkTaskService._run_command is horovod_run._run_command_promptly
+    assert seen == [True]
+    assert SparkTaskService._run_command is original, "other horovod.spark.run users keep it"
     assert next(partition, "read to the end") == "read to the end", (
         "a Python worker that leaves its input unread exits instead of being reused")
 
 
 @pytest.fixture
-def prompt_task_service(monkeypatch):
-    """A real SparkTaskService (2 s minimum command lifetime) with end_tasks_promptly applied,
+def prompt_task_service():
+    """A real SparkTaskService (2 s minimum command lifetime) inside tasks_ending_promptly,
     and a client of it."""
     from horovod.runner.common.util import secret
     from horovod.spark.task.task_service import SparkTaskClient, SparkTaskService
 
     from hvd_otto.driver import horovod_run
 
-    monkeypatch.setattr(SparkTaskService, "_run_command", SparkTaskService._run_command)
-    horovod_run.end_tasks_promptly()
     key = secret.make_secret_key()
-    service = SparkTaskService(0, key, None, 2)
-    try:
-        yield service, SparkTaskClient(0, service.addresses(), key, verbose=0)
-    finally:
-        service.shutdown()
+    with horovod_run.tasks_ending_promptly():
+        service = SparkTaskService(0, key, None, 2)
+        try:
+            yield service, SparkTaskClient(0, service.addresses(), key, verbose=0)
+        finally:
+            service.shutdown()
 
 
 def test_a_task_ends_with_its_command_and_wakes_the_exit_code_wait(prompt_task_service, tmp_path):
