@@ -214,6 +214,11 @@ FRESH_PROCESS_FUNCTIONS = ("baseline_script", "baseline_fit_from_arrays")
 FRESH_PROCESS_FLAG = "--in-fresh-process"
 
 
+def _check_fresh_process_function(function: str) -> None:
+    if function not in FRESH_PROCESS_FUNCTIONS:
+        raise ValueError(f"{function} is not one of {FRESH_PROCESS_FUNCTIONS}")
+
+
 def in_fresh_process(function: str, **kwargs):
     """``function(**kwargs)`` of this script, run in a new Python process; its JSON result.
 
@@ -221,8 +226,7 @@ def in_fresh_process(function: str, **kwargs):
     the driver's Spark and the earlier runs, the Keras script took 57.7 s at the start of a run
     and 83.5 s at its end, against 47.8 s alone (the cause was not found).
     """
-    if function not in FRESH_PROCESS_FUNCTIONS:
-        raise ValueError(f"{function} is not one of {FRESH_PROCESS_FUNCTIONS}")
+    _check_fresh_process_function(function)
     with tempfile.TemporaryDirectory(prefix="hvd-otto-bench-baseline-") as tmp:
         result = os.path.join(tmp, "result.json")
         subprocess.run([sys.executable, os.path.abspath(__file__), FRESH_PROCESS_FLAG, function,
@@ -237,8 +241,7 @@ def in_fresh_process(function: str, **kwargs):
 
 def _run_fresh_process_call(function: str, kwargs_json: str, result: str) -> int:
     """The child side of :func:`in_fresh_process`."""
-    if function not in FRESH_PROCESS_FUNCTIONS:
-        raise ValueError(f"{function} is not one of {FRESH_PROCESS_FUNCTIONS}")
+    _check_fresh_process_function(function)
     value = globals()[function](**json.loads(kwargs_json))
     with open(result, "w") as f:
         json.dump(value, f)

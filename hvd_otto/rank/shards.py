@@ -44,9 +44,9 @@ PREFETCH_BATCHES = 4
 
 def without_autotune(dataset):
     """``dataset`` with tf.data's autotuning off. Nothing in the rank's pipelines is tuned (a
-    fixed prefetch, sequential maps), and the autotuner's model thread can hold the iterator's
-    destructor when ``model.fit`` returns: seen as 18-40 s between the last epoch and the end
-    of the fit (py-spy: ``RootDataset::Iterator::~Iterator`` waiting on a tf.data thread)."""
+    fixed prefetch, sequential maps), and with autotuning on the iterator's destructor could
+    hold ``model.fit`` 18-40 s after the last epoch (py-spy: ``RootDataset::Iterator``'s
+    destructor waiting on a tf.data thread); with it off, no such wait was seen."""
     import tensorflow as tf
 
     options = tf.data.Options()
