@@ -6,9 +6,11 @@ Horovod's DistributedOptimizer, under ``horovodrun`` (no Spark, no Petastorm)::
 
 Each rank trains its own 22,272-row shard with one TensorFlow thread (what a rank gets on
 ``local[2]``), first with a plain optimizer (no communication at all), then with
-``hvd.DistributedOptimizer``; it prints seconds per epoch and the share of the wall time its
-process spent on a CPU. The difference between the two is the allreduce and the wait for the
-other rank, per step.
+``hvd.DistributedOptimizer`` in turn per gradient (``groups=None``, Horovod's default) and with
+all gradients in one grouped allreduce (``groups=1``, hvd-otto's ``allreduceGroups`` default),
+``--repeat`` times; it prints seconds per epoch and the share of the wall time its process
+spent on a CPU. The difference from plain is the allreduce and the wait for the other rank,
+per step.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=128, help="batch per rank")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per rank")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="rounds of the two allreduce modes, alternated")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -44,27 +48,31 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from hvd_otto.common.keras_model import build_mlp
+    from hvd_otto.rank.shards import without_autotune
 
     hvd.init()
     rng = np.random.default_rng(hvd.rank())
     x = rng.normal(size=(ROWS, 93)).astype(np.float32)
     y = rng.integers(0, 9, ROWS)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).repeat().prefetch(4)
+    # As in the ranks: without tf.data autotuning (see hvd_otto.rank.shards.without_autotune).
+    data = without_autotune(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).repeat().prefetch(4))
     steps = ROWS // args.batch
-    for mode in ("plain", "allreduce"):
+    for turn, mode in enumerate(("plain", *("per_tensor", "grouped") * args.repeat)):
         model = build_mlp(93, 9)
         optimizer = tf.keras.optimizers.legacy.Adam(0.001)
-        if mode == "allreduce":
-            optimizer = hvd.DistributedOptimizer(optimizer)
+        if mode != "plain":
+            optimizer = hvd.DistributedOptimizer(optimizer,
+                                                 groups=1 if mode == "grouped" else None)
         model.compile(optimizer, "sparse_categorical_crossentropy")
         callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)] if mode != "plain" else []
         model.fit(data, steps_per_epoch=20, epochs=1, verbose=0, callbacks=callbacks)  # warm-up
-        hvd.allreduce(tf.constant(0.0), name=f"start_{mode}")  # both ranks start together
+        hvd.allreduce(tf.constant(0.0), name=f"start_{turn}")  # both ranks start together
         cpu, wall = _cpu_seconds(), time.perf_counter()
         model.fit(data, steps_per_epoch=steps, epochs=args.epochs, verbose=0)
         wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
         per_epoch = wall / args.epochs
-        print(f"rank {hvd.rank()} {mode:<9} batch {args.batch}: {per_epoch:.2f} s/epoch, "
+        print(f"rank {hvd.rank()} {mode:<10} batch {args.batch}: {per_epoch:.2f} s/epoch, "
               f"{per_epoch / steps * 1000:.1f} ms/step, on a CPU {cpu / wall:.0%} of the time",
               flush=True)
     return 0

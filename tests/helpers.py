@@ -29,7 +29,7 @@ def make_config(**changes):
                   optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=("accuracy",), learning_rate=0.001, batch_size=128, epochs=3, patience=4,
                   warmup_epochs=1, lr_decay_patience=1, seed=42, use_gpu="auto",
-                  mixed_precision=False, compression="none", backward_passes=1,
+                  mixed_precision=False, compression="none", backward_passes=1, allreduce_groups=1,
                   cache_limit_bytes=1 << 20, cpu_threads=1,
                   resume=False, custom_objects={}, callbacks=())
     values.update(changes)

@@ -119,6 +119,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backward-passes-per-step", type=POSITIVE,
                    default=default("backwardPassesPerStep"),
                    help="batches accumulated per allreduce and update (default 1)")
+    p.add_argument("--allreduce-groups", type=NON_NEGATIVE,
+                   default=default("allreduceGroups"),
+                   help="grouped gradient allreduces per step: 1 (default) = one for all "
+                        "gradients; 0 = one per gradient as it is ready (Horovod's default)")
     p.add_argument("--store", default=None,
                    help="folder for run data, checkpoints and history (default: a temporary "
                         "folder, removed after training)")

@@ -77,7 +77,8 @@ def make_estimator(args: argparse.Namespace):
                                 optimizer=args.optimizer, useGpu=args.gpus,
                                 mixedPrecision=args.mixed_precision,
                                 gradientCompression=args.gradient_compression,
-                                backwardPassesPerStep=args.backward_passes_per_step)
+                                backwardPassesPerStep=args.backward_passes_per_step,
+                                allreduceGroups=args.allreduce_groups)
     if args.resume and not args.store:
         raise InputError("--resume needs --store: the store folder of the run to continue.")
     est.setMaxRetries(args.max_retries).setResume(args.resume)

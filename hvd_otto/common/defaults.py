@@ -75,6 +75,11 @@ TRAINING_PARAMS = (
               "batches whose gradients each rank accumulates before one allreduce and update "
               "(1 = every batch; N divides the allreduces by N and multiplies the batch of one "
               "update by N)"),
+    ParamSpec("allreduceGroups", "int", 1,
+              "grouped allreduces of the gradients per step: 1 = all gradients in one (one "
+              "negotiation between the ranks per step: fastest for small models and on CPUs); "
+              "N = N groups; 0 = one allreduce per gradient, each sent when it is ready "
+              "(Horovod's default: lets a large model's communication overlap its backward pass)"),
     ParamSpec("maxRetries", "int", 1,
               "times a failed Horovod run is retried, each time from the last epoch checkpoint"),
     ParamSpec("resume", "bool", False,

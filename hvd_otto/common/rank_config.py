@@ -73,6 +73,7 @@ class RankConfig:
     mixed_precision: bool
     compression: str  # "none" | "fp16": see defaults.COMPRESSIONS
     backward_passes: int
+    allreduce_groups: int  # 0 = Horovod's per-tensor allreduces: see defaults.TRAINING_PARAMS
     cache_limit_bytes: int
     cpu_threads: int  # the cores of the rank's Spark task: TensorFlow's thread budget
     resume: bool

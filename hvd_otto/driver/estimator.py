@@ -93,6 +93,8 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
         for name in ("numProc", "epochs", "batchSize", "backwardPassesPerStep"):
             if self.getOrDefault(name) < 1:
                 raise InputError(f"{name} must be at least 1, got {self.getOrDefault(name)}.")
+        if self.getAllreduceGroups() < 0:
+            raise InputError(f"allreduceGroups must be 0 or more, got {self.getAllreduceGroups()}.")
         if not 0 <= self.getValidationFraction() < 1:
             raise InputError("validationFraction must be in [0, 1).")
         given = [name for name in ("model", "modelConfig", "modelFile")
@@ -278,6 +280,7 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
             use_gpu=self.getUseGpu(), mixed_precision=self.getMixedPrecision(),
             compression=self.getGradientCompression(),
             backward_passes=self.getBackwardPassesPerStep(),
+            allreduce_groups=self.getAllreduceGroups(),
             cache_limit_bytes=self.getCacheLimitMb() * 1024 * 1024, cpu_threads=cpu_threads,
             resume=resumed, custom_objects=keyed_custom_objects(self.getCustomObjects()),
             callbacks=tuple(self.getCallbacks() or ()), fault=FaultSpec.from_env(),

@@ -151,13 +151,25 @@ def _compiled_model(config: RankConfig, size: int):
     custom = config.custom_objects
     model = model_from_spec(config.model, config.n_features, config.n_classes, custom)
     lr = config.learning_rate * size
-    optimizer = hvd.DistributedOptimizer(
-        make_optimizer(config.optimizer, lr, custom),
-        compression=hvd.Compression.fp16 if config.compression == "fp16" else hvd.Compression.none,
-        backward_passes_per_step=config.backward_passes)
+    optimizer = hvd.DistributedOptimizer(make_optimizer(config.optimizer, lr, custom),
+                                         **distributed_optimizer_options(config))
     model.compile(optimizer=optimizer, loss=make_loss(config.loss, custom),
                   metrics=make_metrics(list(config.metrics), custom))
     return model, lr
+
+
+def distributed_optimizer_options(config: RankConfig) -> dict:
+    """Keyword arguments of ``hvd.DistributedOptimizer`` for the rank's config.
+
+    ``allreduce_groups`` 0 means Horovod's default (``groups=None``: one allreduce per
+    gradient); Horovod itself rejects ``groups=0``.
+    """
+    import horovod.tensorflow.keras as hvd
+
+    return {"compression": hvd.Compression.fp16 if config.compression == "fp16"
+            else hvd.Compression.none,
+            "backward_passes_per_step": config.backward_passes,
+            "groups": config.allreduce_groups or None}
 
 
 def _training_state(config: RankConfig, run: RunFolder, rank: int, size: int, model,

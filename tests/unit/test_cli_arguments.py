@@ -94,3 +94,15 @@ def test_the_demo_runs_the_pipeline_command_with_every_training_option(monkeypat
     assert args.out == str(tmp_path / "demo") and args.test.endswith("test.csv")
     est = commands.make_estimator(args)
     assert est.getNumProc() == 1 and est.getEpochs() == 2
+
+
+def test_allreduce_groups_option_reaches_the_estimator(tmp_path):
+    from hvd_otto.app import cli, commands
+
+    parser = cli.build_parser()
+    base = ["train", "--data", "data", "--model", str(tmp_path / "m")]
+    assert commands.make_estimator(parser.parse_args(base)).getAllreduceGroups() == 1
+    est = commands.make_estimator(parser.parse_args(base + ["--allreduce-groups", "0"]))
+    assert est.getAllreduceGroups() == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--allreduce-groups", "-1"])

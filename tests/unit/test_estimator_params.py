@@ -121,6 +121,7 @@ def test_unknown_params_and_positional_arguments_are_refused():
     ({"batchSize": 0}, "batchSize must be at least 1"),
     ({"gradientCompression": "gzip"}, "gradientCompression must be one of"),
     ({"backwardPassesPerStep": 0}, "backwardPassesPerStep must be at least 1"),
+    ({"allreduceGroups": -1}, "allreduceGroups must be 0 or more"),
     ({"validationFraction": 1.0}, "validationFraction must be in"),
     ({"modelConfig": "{}", "modelFile": "m.keras"}, "not both"),
     ({"model": "m", "modelConfig": "{}"}, "not both model and modelConfig"),

@@ -134,3 +134,28 @@ def test_the_ranks_datasets_run_without_tf_data_autotuning():
     dataset = without_autotune(tf.data.Dataset.range(5).batch(2).prefetch(4))
     assert dataset.options().autotune.enabled is False
     assert [b.tolist() for b in dataset.as_numpy_iterator()] == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize("groups, expected", [(1, 1), (3, 3), (0, None)])
+def test_allreduce_groups_reach_horovods_optimizer(monkeypatch, groups, expected):
+    """0 is Horovod's per-gradient default (``groups=None``; Horovod rejects ``groups=0``)."""
+    import horovod.tensorflow as hvd_tf
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from hvd_otto.rank.entry import distributed_optimizer_options
+    from tests.helpers import make_config
+
+    seen = {}
+    real = hvd_tf._make_allreduce_grads_fn
+
+    def recording(name, device_dense, device_sparse, compression, sparse_as_dense, op,
+                  gradient_predivide_factor, groups, **kwargs):
+        seen["groups"] = groups
+        return real(name, device_dense, device_sparse, compression, sparse_as_dense, op,
+                    gradient_predivide_factor, groups, **kwargs)
+
+    monkeypatch.setattr(hvd_tf, "_make_allreduce_grads_fn", recording)
+    options = distributed_optimizer_options(make_config(allreduce_groups=groups))
+    hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(0.001), **options)
+    assert seen == {"groups": expected}
