@@ -1,13 +1,17 @@
 """``HorovodKerasModel``: the fitted Keras classifier as a Spark ML Transformer.
 
-``transform`` predicts in Arrow batches through ``predict_batch_udf``, with the model loaded
-once per Python worker (on the task's GPU when it has one).
+``transform`` predicts in Arrow batches through a pandas UDF, with the model loaded once per
+Python worker (on the task's GPU when it has one).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
+from typing import Callable, Iterator
 
+import numpy as np
+import pandas as pd
 from pyspark.ml import Model
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
@@ -48,10 +52,19 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
 
         return model_from_bytes(self._model_bytes, keyed_custom_objects(self.getCustomObjects()))
 
+    def _n_classes(self) -> int:
+        """Width of the model's output (from the fit's summary, else from the model itself)."""
+        n_classes = self._summary.get("n_classes")
+        if not n_classes:
+            n_classes = int(self.keras_model().output_shape[-1])
+            self._summary["n_classes"] = n_classes
+        return n_classes
+
     def _transform(self, dataset):
-        from pyspark.ml.functions import array_to_vector, predict_batch_udf
+        from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
-        from pyspark.sql.types import ArrayType, FloatType
+        from pyspark.sql.functions import pandas_udf
+        from pyspark.sql.types import FloatType, StructField, StructType
 
         from ..common.keras_objects import keyed_custom_objects
         from ..data.prepare import float_array
@@ -59,16 +72,22 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         if self.getFeaturesCol() not in dataset.columns:
             raise InputError(f"transform(): no column '{self.getFeaturesCol()}' in the DataFrame"
                              f" (columns: {dataset.columns}).")
-        n_features = self._summary.get("n_features")
+        fields = [f"p{i}" for i in range(self._n_classes())]
         broadcast = dataset.sparkSession.sparkContext.broadcast(self._model_bytes)
-        predict = predict_batch_udf(
-            _predict_fn_factory(broadcast, keyed_custom_objects(self.getCustomObjects())),
-            return_type=ArrayType(FloatType()),
-            batch_size=self.getPredictBatchSize(),
-            input_tensor_shapes=[[n_features]] if n_features else None,
-        ).asNondeterministic()  # evaluated once, not once per use below
+        load = functools.partial(worker_predict_fn, model_digest(self._model_bytes), broadcast,
+                                 keyed_custom_objects(self.getCustomObjects()))
+        batch_size = self.getPredictBatchSize()
+
+        def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+            return score_batches(batches, load(), batch_size, fields)
+
+        # A struct of float columns comes back from Python as whole numpy columns (an array
+        # column would be one Python object per row each way).
+        predict = pandas_udf(score, StructType([StructField(f, FloatType()) for f in fields]))
+        predict = predict.asNondeterministic()  # evaluated once, not once per use below
         tmp = f"_proba_{uuid.uuid4().hex[:8]}"
         scored = dataset.withColumn(tmp, predict(float_array(dataset, self.getFeaturesCol())))
+        scored = scored.withColumn(tmp, F.array(*[F.col(tmp)[f] for f in fields]))
         return scored.withColumn(
             self.getProbabilityCol(), array_to_vector(F.col(tmp))
         ).withColumn(
@@ -90,46 +109,64 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         return HorovodKerasModelReader(cls)
 
 
+def score_batches(batches: Iterator[pd.Series], predict: Callable[[np.ndarray], np.ndarray],
+                  batch_size: int, fields: list[str]) -> Iterator[pd.DataFrame]:
+    """Score each Arrow batch (a Series of feature arrays) in chunks of ``batch_size`` rows;
+    yield one float32 column per class, named ``fields``."""
+    for batch in batches:
+        if batch.empty:
+            yield pd.DataFrame({f: pd.Series(dtype=np.float32) for f in fields})
+            continue
+        x = np.stack(batch.to_numpy()).astype(np.float32, copy=False)
+        probs = np.concatenate([predict(x[i:i + batch_size])
+                                for i in range(0, len(x), batch_size)])
+        if probs.ndim != 2 or probs.shape[1] != len(fields):
+            raise ValueError(f"the model returned predictions of shape {probs.shape} for "
+                             f"{len(x)} rows; expected ({len(x)}, {len(fields)})")
+        yield pd.DataFrame(probs.astype(np.float32, copy=False), columns=fields)
+
+
 #: Predict functions built in this Python worker, by the digest of the model's bytes. Spark
 #: reuses its Python workers (spark.python.worker.reuse), so a worker loads and traces a model
-#: once, not on every ``transform`` (predict_batch_udf's own cache is per call).
+#: once, not on every ``transform``.
 _PREDICT_FNS: dict[str, object] = {}
 
 
-def _predict_fn_factory(broadcast, custom_objects: dict):
-    """``make_predict_fn`` for predict_batch_udf: load once per Python worker, pin a device."""
+def model_digest(model_bytes: bytes) -> str:
+    """The key of a model in :data:`_PREDICT_FNS`."""
     import hashlib
 
-    digest = hashlib.sha256(broadcast.value).hexdigest()
+    return hashlib.sha256(model_bytes).hexdigest()
 
-    def make_predict_fn():
-        cached = _PREDICT_FNS.get(digest)
-        if cached is not None:
-            return cached
-        import tensorflow as tf
-        from pyspark import TaskContext
 
-        from ..common.devices import pin_device, spark_task_gpus
-        from ..common.keras_model import model_from_bytes
-        from ..common.quiet import quiet_worker_warnings
+def worker_predict_fn(digest: str, broadcast, custom_objects: dict):
+    """This Python worker's predict function for the broadcast model: loaded and traced once,
+    on the task's GPU when it has one. Module-level, so that tasks pickle it by reference and
+    share this module's cache."""
+    cached = _PREDICT_FNS.get(digest)
+    if cached is not None:
+        return cached
+    import tensorflow as tf
+    from pyspark import TaskContext
 
-        quiet_worker_warnings()
-        context = TaskContext.get()
-        try:
-            pin_device(spark_task_gpus(), 0, "auto",
-                       cpu_threads=context.cpus() if context else None)
-        except RuntimeError:
-            pass  # TensorFlow already initialised in this worker: keep its settings
-        model = model_from_bytes(broadcast.value, custom_objects)
-        # A traced graph: about 1.3x the rows/s of eager calls on a CPU core.
-        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                              autograph=False)
+    from ..common.devices import pin_device, spark_task_gpus
+    from ..common.keras_model import model_from_bytes
+    from ..common.quiet import quiet_worker_warnings
 
-        def predict(features):
-            return forward(features).numpy()
+    quiet_worker_warnings()
+    context = TaskContext.get()
+    try:
+        pin_device(spark_task_gpus(), 0, "auto", cpu_threads=context.cpus() if context else None)
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this worker: keep its settings
+    model = model_from_bytes(broadcast.value, custom_objects)
+    # A traced graph: about 1.3x the rows/s of eager calls on a CPU core.
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                          autograph=False)
 
-        _PREDICT_FNS.clear()  # one model per worker at a time: bounded memory
-        _PREDICT_FNS[digest] = predict
-        return predict
+    def predict(features):
+        return forward(features).numpy()
 
-    return make_predict_fn
+    _PREDICT_FNS.clear()  # one model per worker at a time: bounded memory
+    _PREDICT_FNS[digest] = predict
+    return predict
