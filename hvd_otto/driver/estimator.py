@@ -132,10 +132,11 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
                 "input_dropout": self.getInputDropout()}
 
     def _check_columns(self, dataset) -> None:
-        for col in (self.getFeaturesCol(), self.getLabelCol()):
-            if col not in dataset.columns:
+        for col in (self.getFeaturesCol(), self.getLabelCol(), self.getValidationCol()):
+            if col is not None and col not in dataset.columns:
                 raise InputError(f"fit(): no column '{col}' in the DataFrame "
-                                 f"(columns: {dataset.columns}); set featuresCol/labelCol.")
+                                 f"(columns: {dataset.columns}); set featuresCol/labelCol"
+                                 f"/validationCol.")
 
     def _n_classes(self, dataset) -> int:
         """Check the labels are class indices; the number of classes."""
@@ -248,8 +249,10 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
         features, label = self.getFeaturesCol(), self.getLabelCol()
         row_groups = self.getNumProc() * 4
         # One evaluation of the upstream plan feeds both splits (randomSplit on a recomputed,
-        # non-deterministic plan could overlap or lose rows).
-        dataset = dataset.persist()
+        # non-deterministic plan could overlap or lose rows). Only the columns the ranks read
+        # are kept: the cache and randomSplit's sort then skip the input's other columns.
+        needed = [features, label, *([self.getValidationCol()] if self.getValidationCol() else [])]
+        dataset = dataset.select(*needed).persist()
         if self.getValidationCol():
             is_val = F.col(self.getValidationCol()).cast("boolean")
             splits = {"train": dataset.where(~is_val), "validation": dataset.where(is_val)}

@@ -156,3 +156,14 @@ def test_list_defaults_are_not_shared_between_instances():
     first.getHiddenLayers().append(7)
     second = HorovodKerasEstimator()
     assert second.getMetrics() == ["accuracy"] and second.getHiddenLayers() == [512, 512, 512]
+
+
+def test_a_missing_validation_column_is_named_before_any_spark_work():
+    from hvd_otto.common.errors import InputError
+
+    class Frame:
+        columns = ["features", "label"]
+
+    HorovodKerasEstimator()._check_columns(Frame())
+    with pytest.raises(InputError, match=r"no column 'is_val' in the DataFrame"):
+        HorovodKerasEstimator(validationCol="is_val")._check_columns(Frame())
