@@ -140,33 +140,57 @@ def model_digest(model_bytes: bytes) -> str:
 
 
 def worker_predict_fn(digest: str, broadcast, custom_objects: dict):
-    """This Python worker's predict function for the broadcast model: loaded and traced once,
-    on the task's GPU when it has one. Module-level, so that tasks pickle it by reference and
-    share this module's cache."""
+    """This Python worker's predict function for the broadcast model, built once: numpy alone
+    for a plain float32 MLP on a CPU task (:mod:`~hvd_otto.common.numpy_forward`), else a
+    traced TensorFlow function, on the task's GPU when it has one. Module-level, so that tasks
+    pickle it by reference and share this module's cache."""
     cached = _PREDICT_FNS.get(digest)
     if cached is not None:
         return cached
-    import tensorflow as tf
     from pyspark import TaskContext
 
-    from ..common.devices import pin_device, spark_task_gpus
+    from ..common.devices import spark_task_gpus
+
+    context = TaskContext.get()
+    threads = context.cpus() if context else None
+    gpus = spark_task_gpus()
+    plain = not gpus and not custom_objects  # custom objects may redefine what a name means
+    predict = _numpy_predict_fn(broadcast.value, threads) if plain else None
+    if predict is None:
+        predict = _tensorflow_predict_fn(broadcast.value, custom_objects, gpus, threads)
+    _PREDICT_FNS.clear()  # one model per worker at a time: bounded memory
+    _PREDICT_FNS[digest] = predict
+    return predict
+
+
+def _numpy_predict_fn(model_bytes: bytes, threads: int | None):
+    """numpy inference of a plain MLP, its BLAS held to the task's cores; None otherwise."""
+    from ..common.numpy_forward import numpy_forward
+
+    forward = numpy_forward(model_bytes)
+    if forward is not None and threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")  # for this worker process
+    return forward
+
+
+def _tensorflow_predict_fn(model_bytes: bytes, custom_objects: dict, gpus: list[str],
+                           threads: int | None):
+    """The model loaded in TensorFlow and traced once, pinned to the task's GPU or cores."""
+    import tensorflow as tf
+
+    from ..common.devices import pin_device
     from ..common.keras_model import model_from_bytes
     from ..common.quiet import quiet_worker_warnings
 
     quiet_worker_warnings()
-    context = TaskContext.get()
     try:
-        pin_device(spark_task_gpus(), 0, "auto", cpu_threads=context.cpus() if context else None)
+        pin_device(gpus, 0, "auto", cpu_threads=threads)
     except RuntimeError:
         pass  # TensorFlow already initialised in this worker: keep its settings
-    model = model_from_bytes(broadcast.value, custom_objects)
+    model = model_from_bytes(model_bytes, custom_objects)
     # A traced graph: about 1.3x the rows/s of eager calls on a CPU core.
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
                           autograph=False)
-
-    def predict(features):
-        return forward(features).numpy()
-
-    _PREDICT_FNS.clear()  # one model per worker at a time: bounded memory
-    _PREDICT_FNS[digest] = predict
-    return predict
+    return lambda features: forward(features).numpy()

@@ -79,6 +79,17 @@ def test_report_renders_the_readme_tables_from_the_json():
     assert "| transform, PipelineModel, Parquet written | 60,000 | 0.60 |" in text
 
 
+def test_scoring_report_names_the_repeats_and_the_cold_first_run():
+    scoring = {"rows": 144368, "numpy_predict_rows_per_second": 100000.0,
+               "numpy_predict_seconds": [1.6, 1.44, 1.5], "transform_seconds": [4.0, 3, 2.5, 2.9],
+               "transform_first_rows_per_second": 36092.0, "transform_rows_per_second": 57747.2,
+               "ratio": 0.577, "ratio_first": 0.361}
+    text = load_benchmark().report({"scoring": scoring})
+    assert "| Keras predict on numpy, fastest of 3 | 100,000 | 1.00 |" in text
+    assert "| transform, PipelineModel, Parquet written, fastest of 3 | 57,747 | 0.58 |" in text
+    assert "| the first transform (Python workers start, model loads) | 36,092 | 0.36 |" in text
+
+
 def test_only_the_baselines_run_in_a_fresh_process():
     bench = load_benchmark()
     with pytest.raises(ValueError, match="bench_all is not one of"):
