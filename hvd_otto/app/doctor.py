@@ -9,7 +9,7 @@ from ..common.errors import InputError
 from ..common.preflight import TRAINING_MODULES, executor_reports, local_report, problems
 
 #: Reported beside what the ranks need (petastorm, pyarrow, numpy, pandas are in there).
-STACK = ("pyspark",)
+STACK = ("pyspark", "h5py", "threadpoolctl")  # the last two: numpy scoring of plain MLPs
 
 
 def horovod_build() -> dict:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .defaults import USE_GPU_CHOICES
 
@@ -108,6 +109,24 @@ def spark_task_gpus() -> list[str]:
         return []
     resource = context.resources().get("gpu")
     return list(resource.addresses) if resource else []
+
+
+def nvidia_gpus_present(environ: Mapping[str, str], device_files: Sequence[str]) -> bool:
+    """Whether this host may show TensorFlow a CUDA GPU, judged without importing TensorFlow:
+    an NVIDIA device file (``/dev/nvidia0``…) exists and ``CUDA_VISIBLE_DEVICES`` does not
+    hide every device (``""`` or ``"-1"``)."""
+    if environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return any(re.fullmatch(r"nvidia\d+", os.path.basename(f)) for f in device_files)
+
+
+def host_has_nvidia_gpu() -> bool:
+    """:func:`nvidia_gpus_present` for this process and host."""
+    try:
+        files = os.listdir("/dev")
+    except OSError:
+        files = []
+    return nvidia_gpus_present(os.environ, files)
 
 
 def allreduce_backend(nccl_built: bool, gloo_built: bool, on_gpu: bool) -> str:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0),
-    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "sigmoid": lambda x: 0.5 * (1 + np.tanh(0.5 * x)),  # no overflow for large |x|
     "tanh": np.tanh,
     "softmax": lambda x: _softmax(x),
 }
@@ -59,6 +59,12 @@ def _layer_step(layer: dict, weights: list[np.ndarray]) -> Callable[[np.ndarray]
         raise Unsupported(f"custom layer {kind}")
     if not _is_float32(config):
         raise Unsupported(f"{kind} with dtype {config.get('dtype')}")
+    if kind == "InputLayer":
+        shape = config.get("batch_input_shape")
+        if (shape is not None and len(shape) != 2) or config.get("sparse") \
+                or config.get("ragged"):
+            raise Unsupported(f"input {shape} (sparse={config.get('sparse')}, "
+                              f"ragged={config.get('ragged')}): only dense rows of features")
     if kind in _PASS_THROUGH:
         return lambda x: x
     if kind == "Activation":
@@ -88,6 +94,8 @@ def _layer_step(layer: dict, weights: list[np.ndarray]) -> Callable[[np.ndarray]
         axis = config.get("axis", -1)
         if axis not in (-1, 1, [1], [-1]):
             raise Unsupported(f"BatchNormalization over axis {axis}")
+        if config.get("renorm") or config.get("virtual_batch_size") or config.get("synchronized"):
+            raise Unsupported("BatchNormalization with renorm, virtual batches or sync")
         center, scale = config.get("center", True), config.get("scale", True)
         if len(weights) != 2 + center + scale:
             raise Unsupported(f"BatchNormalization {config.get('name')}: {len(weights)} vars")

@@ -251,8 +251,8 @@ class HorovodKerasEstimator(Estimator, HorovodKerasEstimatorParams, MLReadable, 
         # One evaluation of the upstream plan feeds both splits (randomSplit on a recomputed,
         # non-deterministic plan could overlap or lose rows). Only the columns the ranks read
         # are kept: the cache and randomSplit's sort then skip the input's other columns.
-        needed = [features, label, *([self.getValidationCol()] if self.getValidationCol() else [])]
-        dataset = dataset.select(*needed).persist()
+        needed = dict.fromkeys([features, label, self.getValidationCol()])  # in order, unique
+        dataset = dataset.select(*[c for c in needed if c]).persist()
         if self.getValidationCol():
             is_val = F.col(self.getValidationCol()).cast("boolean")
             splits = {"train": dataset.where(~is_val), "validation": dataset.where(is_val)}

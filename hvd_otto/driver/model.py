@@ -7,6 +7,7 @@ Python worker (on the task's GPU when it has one).
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from typing import Callable, Iterator
 
@@ -18,12 +19,15 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from ..common.errors import InputError
 from .params import HorovodKerasModelParams
 
+log = logging.getLogger(__name__)
+
 
 class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
     """A fitted Keras classifier as a Spark ML Transformer.
 
     ``transform`` adds ``probabilityCol`` (Vector) and ``predictionCol`` (double, the argmax),
-    scoring Arrow batches with the model cached per Python worker (GPU when the task has one).
+    scoring Arrow batches with the model cached per Python worker: numpy for a plain MLP on a
+    host without a GPU, else TensorFlow (on the task's GPU, or the node's first visible one).
     """
 
     def __init__(self, model_bytes: bytes | None = None, history: list | None = None,
@@ -32,6 +36,7 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         self._model_bytes = model_bytes
         self._history = history or []
         self._summary = summary or {}
+        self._output_width_found: int | None = None  # when the summary lacks n_classes
 
     def getHistory(self) -> list[dict]:
         """Per-epoch loss, accuracy, val_loss, val_accuracy, seconds and samples/s."""
@@ -52,19 +57,17 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
 
         return model_from_bytes(self._model_bytes, keyed_custom_objects(self.getCustomObjects()))
 
-    def _n_classes(self) -> int:
-        """Width of the model's output (from the fit's summary, else from the model itself)."""
-        n_classes = self._summary.get("n_classes")
-        if not n_classes:
-            n_classes = int(self.keras_model().output_shape[-1])
-            self._summary["n_classes"] = n_classes
-        return n_classes
+    def _output_width(self) -> int:
+        """Classes the model predicts: from the fit's summary, else read off the model once."""
+        if self._summary.get("n_classes"):
+            return int(self._summary["n_classes"])
+        if self._output_width_found is None:
+            self._output_width_found = int(self.keras_model().output_shape[-1])
+        return self._output_width_found
 
     def _transform(self, dataset):
         from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
-        from pyspark.sql.functions import pandas_udf
-        from pyspark.sql.types import FloatType, StructField, StructType
 
         from ..common.keras_objects import keyed_custom_objects
         from ..data.prepare import float_array
@@ -72,19 +75,12 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         if self.getFeaturesCol() not in dataset.columns:
             raise InputError(f"transform(): no column '{self.getFeaturesCol()}' in the DataFrame"
                              f" (columns: {dataset.columns}).")
-        fields = [f"p{i}" for i in range(self._n_classes())]
+        fields = [f"p{i}" for i in range(self._output_width())]
         broadcast = dataset.sparkSession.sparkContext.broadcast(self._model_bytes)
         load = functools.partial(worker_predict_fn, model_digest(self._model_bytes), broadcast,
                                  keyed_custom_objects(self.getCustomObjects()))
-        batch_size = self.getPredictBatchSize()
-
-        def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-            return score_batches(batches, load(), batch_size, fields)
-
-        # A struct of float columns comes back from Python as whole numpy columns (an array
-        # column would be one Python object per row each way).
-        predict = pandas_udf(score, StructType([StructField(f, FloatType()) for f in fields]))
-        predict = predict.asNondeterministic()  # evaluated once, not once per use below
+        predict = scoring_udf(load, self.getPredictBatchSize(), fields,
+                              self._summary.get("n_features"))
         tmp = f"_proba_{uuid.uuid4().hex[:8]}"
         scored = dataset.withColumn(tmp, predict(float_array(dataset, self.getFeaturesCol())))
         scored = scored.withColumn(tmp, F.array(*[F.col(tmp)[f] for f in fields]))
@@ -109,21 +105,55 @@ class HorovodKerasModel(Model, HorovodKerasModelParams, MLReadable, MLWritable):
         return HorovodKerasModelReader(cls)
 
 
-def score_batches(batches: Iterator[pd.Series], predict: Callable[[np.ndarray], np.ndarray],
-                  batch_size: int, fields: list[str]) -> Iterator[pd.DataFrame]:
+def scoring_udf(load: Callable[[], Callable[[np.ndarray], np.ndarray]], batch_size: int,
+                fields: list[str], n_features: int | None = None):
+    """The pandas UDF of ``transform``: an ``array<float>`` column in, a struct of one float
+    column per class (``fields``) out, evaluated once per row (non-deterministic)."""
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import FloatType, StructField, StructType
+
+    def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        return score_batches(batches, load, batch_size, fields, n_features)
+
+    # A struct of float columns comes back from Python as whole numpy columns (an array
+    # column would be one Python object per row each way).
+    udf = pandas_udf(score, StructType([StructField(f, FloatType()) for f in fields]))
+    return udf.asNondeterministic()  # evaluated once, not once per use of its fields
+
+
+def score_batches(batches: Iterator[pd.Series],
+                  load: Callable[[], Callable[[np.ndarray], np.ndarray]], batch_size: int,
+                  fields: list[str], n_features: int | None = None) -> Iterator[pd.DataFrame]:
     """Score each Arrow batch (a Series of feature arrays) in chunks of ``batch_size`` rows;
-    yield one float32 column per class, named ``fields``."""
+    yield one float32 column per class, named ``fields``. ``load()`` gives the predict
+    function, called at the first non-empty batch (an empty partition loads nothing)."""
+    predict = None
     for batch in batches:
         if batch.empty:
             yield pd.DataFrame({f: pd.Series(dtype=np.float32) for f in fields})
             continue
-        x = np.stack(batch.to_numpy()).astype(np.float32, copy=False)
+        x = _feature_matrix(batch, n_features)
+        if predict is None:
+            predict = load()
         probs = np.concatenate([predict(x[i:i + batch_size])
                                 for i in range(0, len(x), batch_size)])
         if probs.ndim != 2 or probs.shape[1] != len(fields):
             raise ValueError(f"the model returned predictions of shape {probs.shape} for "
                              f"{len(x)} rows; expected ({len(x)}, {len(fields)})")
         yield pd.DataFrame(probs.astype(np.float32, copy=False), columns=fields)
+
+
+def _feature_matrix(batch: pd.Series, n_features: int | None) -> np.ndarray:
+    """A batch's feature arrays as one float32 matrix, or a clear error."""
+    missing = int(batch.isna().sum())
+    if missing:
+        raise ValueError(f"transform(): {missing} row(s) of this batch have no features (null);"
+                         " drop or fill them before transform()")
+    lengths = {len(v) for v in batch}
+    if len(lengths) != 1 or (n_features and lengths != {n_features}):
+        expected = f"; the model was trained on {n_features}" if n_features else ""
+        raise ValueError(f"transform(): rows have {sorted(lengths)} feature values{expected}")
+    return np.stack(batch.to_numpy()).astype(np.float32, copy=False)
 
 
 #: Predict functions built in this Python worker, by the digest of the model's bytes. Spark
@@ -140,39 +170,55 @@ def model_digest(model_bytes: bytes) -> str:
 
 
 def worker_predict_fn(digest: str, broadcast, custom_objects: dict):
-    """This Python worker's predict function for the broadcast model, built once: numpy alone
-    for a plain float32 MLP on a CPU task (:mod:`~hvd_otto.common.numpy_forward`), else a
-    traced TensorFlow function, on the task's GPU when it has one. Module-level, so that tasks
-    pickle it by reference and share this module's cache."""
-    cached = _PREDICT_FNS.get(digest)
+    """This Python worker's predict function for the broadcast model, built once.
+
+    numpy alone for a plain float32 MLP (:mod:`~hvd_otto.common.numpy_forward`) on a host
+    without an NVIDIA GPU and with no custom objects (they may redefine what a name means);
+    else a traced TensorFlow function, on the task's GPU, or the node's first visible one.
+    Module-level, so that tasks pickle it by reference and share this module's cache.
+    """
+    key = f"{digest}/{'custom' if custom_objects else 'plain'}"
+    cached = _PREDICT_FNS.get(key)
     if cached is not None:
         return cached
     from pyspark import TaskContext
 
-    from ..common.devices import spark_task_gpus
+    from ..common.devices import host_has_nvidia_gpu, spark_task_gpus
 
     context = TaskContext.get()
     threads = context.cpus() if context else None
     gpus = spark_task_gpus()
-    plain = not gpus and not custom_objects  # custom objects may redefine what a name means
-    predict = _numpy_predict_fn(broadcast.value, threads) if plain else None
+    on_cpu = not gpus and not host_has_nvidia_gpu()
+    predict = _numpy_predict_fn(broadcast.value, threads) if on_cpu and not custom_objects \
+        else None
     if predict is None:
         predict = _tensorflow_predict_fn(broadcast.value, custom_objects, gpus, threads)
     _PREDICT_FNS.clear()  # one model per worker at a time: bounded memory
-    _PREDICT_FNS[digest] = predict
+    _PREDICT_FNS[key] = predict
     return predict
 
 
 def _numpy_predict_fn(model_bytes: bytes, threads: int | None):
-    """numpy inference of a plain MLP, its BLAS held to the task's cores; None otherwise."""
-    from ..common.numpy_forward import numpy_forward
+    """numpy inference of a plain MLP, its BLAS held to the task's cores while it predicts;
+    None when the model is not one, or numpy inference is not installed on this worker."""
+    try:
+        from threadpoolctl import ThreadpoolController
 
-    forward = numpy_forward(model_bytes)
-    if forward is not None and threads:
-        from threadpoolctl import threadpool_limits
+        from ..common.numpy_forward import numpy_forward
 
-        threadpool_limits(limits=threads, user_api="blas")  # for this worker process
-    return forward
+        forward = numpy_forward(model_bytes)
+    except ImportError as err:
+        log.info("scoring with TensorFlow: numpy inference needs %s", err.name)
+        return None
+    if forward is None or not threads:
+        return forward
+    controller = ThreadpoolController()
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        with controller.limit(limits=threads, user_api="blas"):
+            return forward(features)
+
+    return predict
 
 
 def _tensorflow_predict_fn(model_bytes: bytes, custom_objects: dict, gpus: list[str],

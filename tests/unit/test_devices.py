@@ -84,3 +84,19 @@ def test_gpu_conf_never_asks_every_task_for_a_gpu():
     assert spark_gpu_conf(0, "yarn", PACKAGED) == {}
     with pytest.raises(ValueError):
         spark_gpu_conf(-1, "yarn", PACKAGED)
+
+
+@pytest.mark.parametrize("environ, files, expected", [
+    ({}, ["null", "nvidia0", "nvidiactl", "nvidia-uvm"], True),
+    ({"CUDA_VISIBLE_DEVICES": "1"}, ["nvidia0", "nvidia1"], True),
+    ({}, ["null", "nvidiactl", "nvidia-uvm", "tty0"], False),  # a driver, no GPU device
+    ({"CUDA_VISIBLE_DEVICES": ""}, ["nvidia0"], False),
+    ({"CUDA_VISIBLE_DEVICES": "-1"}, ["nvidia0"], False),
+    ({}, [], False),
+])
+def test_a_scoring_worker_sees_an_nvidia_gpu_only_through_a_device_file(environ, files,
+                                                                        expected):
+    """Scoring decides numpy (CPU) or TensorFlow (GPU) without importing TensorFlow."""
+    from hvd_otto.common.devices import nvidia_gpus_present
+
+    assert nvidia_gpus_present(environ, files) is expected

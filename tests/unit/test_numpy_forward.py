@@ -83,3 +83,43 @@ def test_anything_else_is_left_to_tensorflow(make):
 
 def test_bytes_that_are_no_keras_file_are_left_to_tensorflow():
     assert numpy_forward(b"not a zip") is None
+
+
+def test_batch_norm_without_scale_and_large_sigmoid_inputs_match_keras():
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(6,)),
+        tf.keras.layers.Dense(8, activation="sigmoid"),
+        tf.keras.layers.BatchNormalization(scale=False),
+        tf.keras.layers.Dense(3, activation="softmax"),
+    ])
+    _randomised(model, seed=7)
+    kernel, bias = model.layers[0].get_weights()
+    model.layers[0].set_weights([kernel * 500, bias])  # pre-activations far beyond ±100
+    _check_equal(model, 6)
+
+
+class Doubling(tf.keras.layers.Layer):
+    def call(self, x):
+        return 2 * x
+
+
+def _nested():
+    inner = tf.keras.Sequential([tf.keras.Input(shape=(5,)), tf.keras.layers.Dense(4)])
+    return tf.keras.Sequential([tf.keras.Input(shape=(5,)), inner,
+                                tf.keras.layers.Dense(3, activation="softmax")])
+
+
+def _three_d_input():
+    return tf.keras.Sequential([tf.keras.Input(shape=(2, 5)),
+                                tf.keras.layers.Dense(3, activation="softmax")])
+
+
+def _custom_layer():
+    return tf.keras.Sequential([tf.keras.Input(shape=(5,)), Doubling(),
+                                tf.keras.layers.Dense(3, activation="softmax")])
+
+
+@pytest.mark.parametrize("make", [_nested, _three_d_input, _custom_layer],
+                         ids=["nested Sequential", "3-D input", "custom layer"])
+def test_structures_numpy_does_not_compute_are_left_to_tensorflow(make):
+    assert numpy_forward(model_to_bytes(make())) is None
