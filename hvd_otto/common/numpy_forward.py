@@ -3,7 +3,7 @@
 A ``.keras`` file is a zip of ``config.json`` and ``model.weights.h5``. When the model is a
 ``Sequential`` of float32 ``Dense``, ``Dropout``, ``Activation`` and ``BatchNormalization``
 layers (the seed's MLP and its options), its forward pass is a few matrix products: a scoring
-worker then needs no TensorFlow import (about 2-3 s and 0.5 GB per Python worker). Any other
+worker then needs no TensorFlow import (2-3 s per Python worker here, and its memory). Any other
 model returns ``None`` from :func:`numpy_forward` and is scored by TensorFlow.
 """
 
