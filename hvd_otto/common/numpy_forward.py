@@ -20,19 +20,19 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0),
     "sigmoid": lambda x: 0.5 * (1 + np.tanh(0.5 * x)),  # no overflow for large |x|
     "tanh": np.tanh,
-    "softmax": lambda x: _softmax(x),
+    "softmax": _softmax,
 }
 _PASS_THROUGH = ("InputLayer", "Dropout")  # Dropout is the identity at inference
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Unsupported(Exception):

@@ -149,11 +149,15 @@ def _feature_matrix(batch: pd.Series, n_features: int | None) -> np.ndarray:
     if missing:
         raise ValueError(f"transform(): {missing} row(s) of this batch have no features (null);"
                          " drop or fill them before transform()")
-    lengths = {len(v) for v in batch}
-    if len(lengths) != 1 or (n_features and lengths != {n_features}):
+    try:
+        x = np.stack(batch.to_numpy())
+    except ValueError:  # rows of different lengths: the per-row lengths only for the message
+        x = None
+    if x is None or (n_features and x.shape[1] != n_features):
+        lengths = sorted({len(v) for v in batch})
         expected = f"; the model was trained on {n_features}" if n_features else ""
-        raise ValueError(f"transform(): rows have {sorted(lengths)} feature values{expected}")
-    return np.stack(batch.to_numpy()).astype(np.float32, copy=False)
+        raise ValueError(f"transform(): rows have {lengths} feature values{expected}")
+    return x.astype(np.float32, copy=False)
 
 
 #: Predict functions built in this Python worker, by the digest of the model's bytes. Spark
