@@ -173,7 +173,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
             raise InputError(f"{args.data} was prepared with other feature columns than the "
                              f"model {args.model} was trained on; score a CSV with --test.")
         scored = model.keras_stage.transform(spark.read.parquet(store.join(data, args.split)))
-        figures = evaluate(scored.cache(), model.labels)
+        figures = evaluate(scored, model.labels)
         source = f"the {args.split} split of {args.data}"
     print(f"{source}:")
     print(format_report(figures))

@@ -5,22 +5,51 @@ from __future__ import annotations
 from typing import Sequence
 
 
+#: Probabilities are clipped to [EPS, 1 - EPS] before the log, as Spark's logLoss does.
+EPS = 1e-15
+
+
 def evaluate(scored, labels: Sequence[str] | None = None, label_col: str = "label",
              prediction_col: str = "prediction", probability_col: str = "probability") -> dict:
-    """Figures of a DataFrame that has true labels, predictions and probability vectors."""
+    """Figures of a DataFrame that has true labels, predictions and probability vectors.
+
+    One Spark pass: rows and summed log loss per (label, prediction) cell, so ``scored`` needs
+    no cache and a non-deterministic transform is evaluated once. The log loss is Spark's
+    ``MulticlassClassificationEvaluator(metricName="logLoss")`` (probabilities clipped to
+    [1e-15, 1 - 1e-15]).
+    """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    true_index = F.col(label_col).cast("int")
+    p_true = vector_to_array(F.col(probability_col))[true_index]
+    loss = -F.log(F.greatest(F.least(p_true, F.lit(1 - EPS)), F.lit(EPS)))
+    rows = scored.groupBy(label_col, prediction_col).agg(
+        F.count(F.lit(1)).alias("rows"), F.sum(loss).alias("loss"),
+        F.count(loss).alias("scored")).collect()
+    return figures_from_cells([(r[0], r[1], r["rows"], r["loss"], r["scored"]) for r in rows],
+                              labels)
+
+
+def figures_from_cells(cells: Sequence[tuple], labels: Sequence[str] | None = None) -> dict:
+    """The figures from ``(label, prediction, rows, summed log loss, rows with a probability
+    for their label)`` per cell; a clear error for null labels or too short probabilities."""
     import numpy as np
-    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
-    def metric(name: str) -> float:
-        return MulticlassClassificationEvaluator(
-            metricName=name, labelCol=label_col, predictionCol=prediction_col,
-            probabilityCol=probability_col).evaluate(scored)
-
-    cells = scored.groupBy(label_col, prediction_col).count().collect()
-    n_classes = max(len(labels or []), 1 + max(max(int(r[0]), int(r[1])) for r in cells))
+    if not cells:
+        raise ValueError("nothing to evaluate: the scored DataFrame has no rows")
+    if any(true is None or predicted is None for true, predicted, *_ in cells):
+        raise ValueError("some rows have no label or no prediction (null); drop them before "
+                         "evaluating")
+    unscored = sum(rows - scored for *_, rows, _, scored in cells)
+    if unscored:
+        raise ValueError(f"{unscored} row(s) have no probability for their label (null "
+                         "probabilities, or a label index beyond the model's classes)")
+    n_classes = max(len(labels or []),
+                    1 + max(max(int(true), int(predicted)) for true, predicted, *_ in cells))
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for true, predicted, count in cells:
-        confusion[int(true), int(predicted)] = count
+    for true, predicted, rows, _, _ in cells:
+        confusion[int(true), int(predicted)] = rows
     names = list(labels) if labels else [str(i) for i in range(n_classes)]
     support = confusion.sum(axis=1)
     predicted = confusion.sum(axis=0)
@@ -35,7 +64,7 @@ def evaluate(scored, labels: Sequence[str] | None = None, label_col: str = "labe
     }
     return {
         "rows": int(confusion.sum()),
-        "log_loss": metric("logLoss"),
+        "log_loss": float(sum(loss for *_, loss, _ in cells) / confusion.sum()),
         "accuracy": float(diagonal.sum() / confusion.sum()),
         "per_class": per_class,
         "labels": names,

@@ -130,11 +130,7 @@ def evaluate_frame(model: SavedModel, frame) -> dict:
     """Log loss, accuracy, per-class figures and confusion of a labelled, typed CSV frame."""
     from .evaluate import evaluate
 
-    scored = model.transform(frame).cache()
-    try:
-        return evaluate(scored, model.labels)
-    finally:
-        scored.unpersist()
+    return evaluate(model.transform(frame), model.labels)
 
 
 def write_evaluation(fs: store.HadoopFs, folder_url: str, figures: dict,
