@@ -114,3 +114,16 @@ def test_quality_sweep_features_are_scaled_on_the_training_rows_only(kind, colum
     assert f.shape == (4, columns) and f.dtype == np.float32
     assert np.allclose(f[fit_rows].mean(axis=0), 0, atol=1e-6)
     assert f[3, 0] > 2  # the held-out outlier did not move the scaling
+
+
+@pytest.mark.parametrize("name", ["2x1024_d0.55_0.45", "funnel_1024_512_256"])
+def test_quality_sweep_models_have_the_listed_units_and_dropout(name):
+    tf = pytest.importorskip("tensorflow")
+    sweep = load_benchmark("quality_sweep")
+    model = sweep.build_model(name, 93, 9)
+    units, rates = sweep.MODELS[name]
+    dense = [layer.units for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)]
+    dropout = [layer.rate for layer in model.layers
+               if isinstance(layer, tf.keras.layers.Dropout)]
+    assert dense == [*units, 9] and dropout == rates
+    assert model.layers[-1].activation.__name__ == "softmax"
