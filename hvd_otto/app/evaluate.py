@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..common.errors import InputError
+
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before the log, as Spark's logLoss does.
 EPS = 1e-15
@@ -33,17 +35,18 @@ def evaluate(scored, labels: Sequence[str] | None = None, label_col: str = "labe
 
 def figures_from_cells(cells: Sequence[tuple], labels: Sequence[str] | None = None) -> dict:
     """The figures from ``(label, prediction, rows, summed log loss, rows with a probability
-    for their label)`` per cell; a clear error for null labels or too short probabilities."""
+    for their label)`` per cell; an :class:`InputError` for null labels or too short
+    probabilities."""
     import numpy as np
 
     if not cells:
-        raise ValueError("nothing to evaluate: the scored DataFrame has no rows")
+        raise InputError("nothing to evaluate: the scored DataFrame has no rows")
     if any(true is None or predicted is None for true, predicted, *_ in cells):
-        raise ValueError("some rows have no label or no prediction (null); drop them before "
+        raise InputError("some rows have no label or no prediction (null); drop them before "
                          "evaluating")
     unscored = sum(rows - scored for *_, rows, _, scored in cells)
     if unscored:
-        raise ValueError(f"{unscored} row(s) have no probability for their label (null "
+        raise InputError(f"{unscored} row(s) have no probability for their label (null "
                          "probabilities, or a label index beyond the model's classes)")
     n_classes = max(len(labels or []),
                     1 + max(max(int(true), int(predicted)) for true, predicted, *_ in cells))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hvd_otto.app.evaluate import EPS, figures_from_cells
+from hvd_otto.common.errors import InputError
 
 
 def _cells(labels: np.ndarray, probs: np.ndarray) -> list[tuple]:
@@ -59,5 +60,5 @@ def test_without_names_the_classes_are_numbered_from_the_cells():
     ([(1.0, 1.0, 5, 0.4, 3)], "2 row\\(s\\) have no probability for their label"),
 ])
 def test_unevaluable_input_is_a_clear_error(cells, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         figures_from_cells(cells, ["a", "b"])
