@@ -10,7 +10,10 @@ Each rank trains its own 22,272-row shard with one TensorFlow thread (what a ran
 all gradients in one grouped allreduce (``groups=1``, hvd-otto's ``allreduceGroups`` default),
 ``--repeat`` times; it prints seconds per epoch and the share of the wall time its process
 spent on a CPU. The difference from plain is the allreduce and the wait for the other rank,
-per step.
+per step. ``--xla`` adds a plain run whose train step XLA compiles (``jit_compile=True``; the
+allreduce modes stay without: Horovod's CPU collectives are not XLA operations).
+``--latency`` instead times one allreduce of float32 tensors of several sizes (0.58 M floats
+is the seed's MLP's gradient) with nothing else running: what the transport alone costs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per rank")
     parser.add_argument("--repeat", type=int, default=2,
                         help="rounds of the two allreduce modes, alternated")
+    parser.add_argument("--xla", action="store_true",
+                        help="also time the plain step compiled by XLA")
+    parser.add_argument("--latency", action="store_true",
+                        help="only time single allreduces of several sizes")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -51,6 +58,8 @@ def main(argv=None) -> int:
     from hvd_otto.rank.shards import without_autotune
 
     hvd.init()
+    if args.latency:
+        return _allreduce_latency(tf, hvd)
     rng = np.random.default_rng(hvd.rank())
     x = rng.normal(size=(ROWS, 93)).astype(np.float32)
     y = rng.integers(0, 9, ROWS)
@@ -58,14 +67,18 @@ def main(argv=None) -> int:
     data = without_autotune(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).repeat().prefetch(4))
     steps = ROWS // args.batch
-    for turn, mode in enumerate(("plain", *("per_tensor", "grouped") * args.repeat)):
+    modes = ("plain", *(("plain_xla",) if args.xla else ()),
+             *("per_tensor", "grouped") * args.repeat)
+    for turn, mode in enumerate(modes):
         model = build_mlp(93, 9)
         optimizer = tf.keras.optimizers.legacy.Adam(0.001)
-        if mode != "plain":
+        distributed = not mode.startswith("plain")
+        if distributed:
             optimizer = hvd.DistributedOptimizer(optimizer,
                                                  groups=1 if mode == "grouped" else None)
-        model.compile(optimizer, "sparse_categorical_crossentropy")
-        callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)] if mode != "plain" else []
+        model.compile(optimizer, "sparse_categorical_crossentropy",
+                      jit_compile=mode == "plain_xla")
+        callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)] if distributed else []
         model.fit(data, steps_per_epoch=20, epochs=1, verbose=0, callbacks=callbacks)  # warm-up
         hvd.allreduce(tf.constant(0.0), name=f"start_{turn}")  # both ranks start together
         cpu, wall = _cpu_seconds(), time.perf_counter()
@@ -75,6 +88,29 @@ def main(argv=None) -> int:
         print(f"rank {hvd.rank()} {mode:<10} batch {args.batch}: {per_epoch:.2f} s/epoch, "
               f"{per_epoch / steps * 1000:.1f} ms/step, on a CPU {cpu / wall:.0%} of the time",
               flush=True)
+    return 0
+
+
+#: Tensor sizes (float32 elements) for ``--latency``: up to 4x the seed's MLP's 0.58 M.
+LATENCY_SIZES = (1, 10_000, 145_000, 580_000, 2_320_000)
+
+
+def _allreduce_latency(tf, hvd, repeats: int = 100) -> int:
+    """Median and spread of one eager allreduce per size, after 10 unmeasured ones."""
+    for n in LATENCY_SIZES:
+        x = tf.random.normal([n])
+        for _ in range(10):
+            hvd.allreduce(x, name=f"warm_{n}")
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            hvd.allreduce(x, name=f"timed_{n}")
+            seconds.append(time.perf_counter() - started)
+        ms = sorted(1000 * s for s in seconds)
+        if hvd.rank() == 0:
+            print(f"allreduce of {n:>9,} floats ({n * 4 / 1e6:5.2f} MB): median "
+                  f"{ms[len(ms) // 2]:6.2f} ms (10th percentile {ms[len(ms) // 10]:.2f}, "
+                  f"90th {ms[len(ms) * 9 // 10]:.2f})", flush=True)
     return 0
 
 
