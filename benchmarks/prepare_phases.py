@@ -100,20 +100,20 @@ def main(argv=None) -> int:
     prepare.stratified_split, prepare._write_splits = split_, write_splits_
     prepare.build_preprocessing = lambda *a, **kw: Timed(build(*a, **kw), "fit")
     DataFrameWriter.parquet = parquet_
-    for run in range(1, args.runs + 1):
-        if run > 1:  # a fresh tally; the session started once
-            session = seconds["session start"]
-            seconds.clear()
-            seconds["session start"] = session
-        out = os.path.join(tempfile.mkdtemp(prefix="hvd-otto-phases-"), "out")
-        t = time.perf_counter()
-        result = prepare.prepare(spark, args.train, out)
-        total = time.perf_counter() - t
-        seconds["rest"] = total - sum(v for k, v in seconds.items() if k != "session start")
-        print(f"prepare of {result.metadata['input_rows']:,} rows, run {run} of {args.runs}: "
-              f"{total:.2f} s (+ {seconds['session start']:.2f} s session start)")
-        for name in PHASES[int(run > 1):]:
-            print(f"  {name:28s} {seconds[name]:7.2f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hvd-otto-phases-") as scratch:
+        for run in range(1, args.runs + 1):
+            if run > 1:  # a fresh tally; the session started once
+                session = seconds["session start"]
+                seconds.clear()
+                seconds["session start"] = session
+            t = time.perf_counter()
+            result = prepare.prepare(spark, args.train, os.path.join(scratch, f"out-{run}"))
+            total = time.perf_counter() - t
+            seconds["rest"] = total - sum(v for k, v in seconds.items() if k != "session start")
+            print(f"prepare of {result.metadata['input_rows']:,} rows, run {run} of "
+                  f"{args.runs}: {total:.2f} s (+ {seconds['session start']:.2f} s session start)")
+            for name in PHASES[int(run > 1):]:
+                print(f"  {name:28s} {seconds[name]:7.2f} s", flush=True)
     spark.stop()
     return 0
 
